@@ -1,0 +1,10 @@
+//! `orders`: an event-sourced, CQRS order service.
+//!
+//! The command side (`command`) decides commands with the pure `domain`,
+//! appends events to a PostgreSQL event store and relays them to Kafka through
+//! a transactional outbox. The query side (`query`) projects the topic into
+//! read-optimised PostgreSQL tables and serves reads from them.
+
+pub mod domain;
+pub mod proto;
+pub mod telemetry;
