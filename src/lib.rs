@@ -5,6 +5,9 @@
 //! a transactional outbox. The query side (`query`) projects the topic into
 //! read-optimised PostgreSQL tables and serves reads from them.
 
+pub mod codec;
+pub mod config;
 pub mod domain;
+pub mod kafka;
 pub mod proto;
 pub mod telemetry;

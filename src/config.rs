@@ -1,0 +1,193 @@
+//! Configuration of the servers and the CLI, from flags and environment
+//! variables (12-factor). Every setting has a flag and an env var.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Args;
+
+use crate::telemetry::LogFormat;
+
+/// Topic carrying every `OrderEvent`.
+pub const DEFAULT_TOPIC: &str = "orders.events.v1";
+
+/// Kafka client settings shared by the relay, the projector and the CLI.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaSettings {
+    /// Kafka bootstrap servers.
+    #[arg(
+        long = "kafka-bootstrap-servers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Topic of order events.
+    #[arg(long = "topic", env = "ORDERS_TOPIC", default_value = DEFAULT_TOPIC)]
+    pub topic: String,
+    /// Partitions of the topic when the relay creates it.
+    #[arg(
+        long = "topic-partitions",
+        env = "ORDERS_TOPIC_PARTITIONS",
+        default_value_t = 3
+    )]
+    pub topic_partitions: i32,
+}
+
+/// Settings common to both gRPC servers.
+#[derive(Debug, Clone, Args)]
+pub struct ServerSettings {
+    /// Deadline for one RPC when the client sets none (server cap).
+    #[arg(
+        long = "request-timeout-ms",
+        env = "ORDERS_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub request_timeout_ms: u64,
+    /// Process-wide limit of RPCs in flight; more wait.
+    #[arg(
+        long = "concurrency-limit",
+        env = "ORDERS_CONCURRENCY_LIMIT",
+        default_value_t = 1024
+    )]
+    pub concurrency_limit: usize,
+    /// PostgreSQL pool size.
+    #[arg(
+        long = "db-max-connections",
+        env = "ORDERS_DB_MAX_CONNECTIONS",
+        default_value_t = 8
+    )]
+    pub db_max_connections: u32,
+    /// Log format.
+    #[arg(long = "log-format", env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServerSettings {
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 10_000,
+            concurrency_limit: 1024,
+            db_max_connections: 8,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// Settings for a broker and topic with the default partition count.
+    pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            topic: topic.into(),
+            topic_partitions: 3,
+        }
+    }
+}
+
+/// `order-command` settings.
+#[derive(Debug, Clone, Args)]
+pub struct CommandSettings {
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(
+        long = "listen-addr",
+        env = "ORDERS_COMMAND_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen_addr: SocketAddr,
+    /// Write database (event store and outbox).
+    #[arg(long = "database-url", env = "ORDERS_WRITE_DATABASE_URL")]
+    pub database_url: String,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// Run the outbox relay in this process (one instance leads at a time).
+    #[arg(long = "relay", env = "ORDERS_RELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay: bool,
+    /// Most commands committed in one transaction.
+    #[arg(long = "max-batch", env = "ORDERS_MAX_BATCH", default_value_t = 256)]
+    pub max_batch: usize,
+    /// Batching writer tasks; commands are sharded to them by order id.
+    #[arg(long = "writers", env = "ORDERS_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+}
+
+impl CommandSettings {
+    /// Settings for tests and embedding: the given database and broker, any free port.
+    pub fn new(database_url: impl Into<String>, kafka: KafkaSettings) -> Self {
+        Self {
+            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: database_url.into(),
+            kafka,
+            server: ServerSettings::default(),
+            relay: true,
+            max_batch: 256,
+            writers: 2,
+        }
+    }
+}
+
+/// `order-query` settings.
+#[derive(Debug, Clone, Args)]
+pub struct QuerySettings {
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(
+        long = "listen-addr",
+        env = "ORDERS_QUERY_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
+    pub listen_addr: SocketAddr,
+    /// Read database (projections).
+    #[arg(long = "database-url", env = "ORDERS_READ_DATABASE_URL")]
+    pub database_url: String,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// Consumer group shared by all `order-query` instances.
+    #[arg(
+        long = "consumer-group",
+        env = "ORDERS_CONSUMER_GROUP",
+        default_value = "order-query"
+    )]
+    pub consumer_group: String,
+    /// Run the projector in this process.
+    #[arg(long = "projector", env = "ORDERS_PROJECTOR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub projector: bool,
+    /// Longest a `GetOrder` with `min_version` waits, whatever the client deadline.
+    #[arg(
+        long = "max-wait-ms",
+        env = "ORDERS_MAX_WAIT_MS",
+        default_value_t = 5_000
+    )]
+    pub max_wait_ms: u64,
+}
+
+impl QuerySettings {
+    /// Settings for tests and embedding: the given database and broker, any free port.
+    pub fn new(
+        database_url: impl Into<String>,
+        kafka: KafkaSettings,
+        consumer_group: impl Into<String>,
+    ) -> Self {
+        Self {
+            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: database_url.into(),
+            kafka,
+            server: ServerSettings::default(),
+            consumer_group: consumer_group.into(),
+            projector: true,
+            max_wait_ms: 5_000,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Kafka client configuration shared by the relay, the projector and the CLI,
+//! and creation of the events topic.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    error::{KafkaError, RDKafkaErrorCode},
+    producer::FutureProducer,
+};
+
+use crate::config::KafkaSettings;
+
+/// Client configuration common to every Kafka client of the service.
+pub fn base_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.bootstrap_servers)
+        .set("client.id", "orders")
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// An idempotent producer (`enable.idempotence=true`, `acks=all`): retries never
+/// duplicate or reorder within a partition.
+pub fn idempotent_producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    base_config(settings)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "60000")
+        .set("compression.type", "none")
+        .create()
+}
+
+/// Creates `settings.topic` with infinite retention if it is missing.
+pub async fn ensure_topic(settings: &KafkaSettings) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let topic = NewTopic::new(
+        &settings.topic,
+        settings.topic_partitions,
+        TopicReplication::Fixed(1),
+    )
+    .set("retention.ms", "-1");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&topic], &options).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::warn!(topic = %name, ?code, "topic creation failed");
+                });
+            }
+        }
+    }
+    Ok(())
+}
