@@ -6,8 +6,10 @@
 //! read-optimised PostgreSQL tables and serves reads from them.
 
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod domain;
 pub mod kafka;
 pub mod proto;
+pub mod server;
 pub mod telemetry;

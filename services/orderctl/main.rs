@@ -1,0 +1,3 @@
+//! `orderctl`: the admin CLI.
+
+fn main() {}

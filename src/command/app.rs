@@ -1,0 +1,155 @@
+//! Start-up of `order-command`: pool and migrations, listener, writer, relay,
+//! health, and the gRPC server.
+
+use std::{future::Future, time::Duration};
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    grpc::CommandService,
+    relay::{self, Relay},
+    writer::Writer,
+};
+use crate::{config::CommandSettings, proto::order_commands_server::OrderCommandsServer, server};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The database is unreachable or refused the migrations.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The Kafka client could not be created.
+    #[error("relay: {0}")]
+    Relay(#[from] relay::RelayError),
+    /// The gRPC server failed.
+    #[error("grpc: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A built, not yet serving, `order-command`.
+pub struct Application {
+    settings: CommandSettings,
+    listener: TcpListener,
+    pool: PgPool,
+    relay: Option<Relay>,
+}
+
+impl Application {
+    /// Connects, migrates the write database, binds the listener and prepares the relay.
+    pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.server.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&settings.database_url)
+            .await?;
+        sqlx::migrate!("migrations/write").run(&pool).await?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: settings.listen_addr,
+                source,
+            })?;
+        let relay = if settings.relay {
+            Some(Relay::new(
+                settings.database_url.clone(),
+                settings.kafka.clone(),
+                settings.max_batch.max(64) * 4,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            settings,
+            listener,
+            pool,
+            relay,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The write database pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown`, then drains RPCs, finishes the writer's batches and stops the relay.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
+        let stop = CancellationToken::new();
+        let (writer, writer_tasks) = Writer::start(
+            self.pool.clone(),
+            self.settings.writers,
+            self.settings.max_batch,
+        );
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = server::Health::new(reporter, "orders.v1.OrderCommands").await;
+        let pool = self.pool.clone();
+        let health_task = health.watch(stop.clone(), move || {
+            let pool = pool.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    sqlx::query("SELECT 1").execute(&pool),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok())
+            }
+        });
+
+        let relay_task = match self.relay {
+            Some(relay) => {
+                let listener = match relay::outbox_listener(&self.pool).await {
+                    Ok(l) => Some(l),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot LISTEN for outbox commits; polling only");
+                        None
+                    }
+                };
+                Some(tokio::spawn(relay.run(
+                    listener,
+                    Duration::from_millis(500),
+                    stop.clone(),
+                )))
+            }
+            None => None,
+        };
+
+        let routes = server::standard_routes(health_service)
+            .add_service(OrderCommandsServer::new(CommandService::new(writer)));
+        tracing::info!(addr = %self.listener.local_addr().map_err(|source| StartupError::Bind { addr: self.settings.listen_addr, source })?, "order-command serving");
+        let served = server::serve(self.listener, &self.settings.server, routes, shutdown).await;
+
+        // The server is drained and owned the last writer handle: the writers finish their batches.
+        for task in writer_tasks {
+            let _ = task.await;
+        }
+        stop.cancel();
+        if let Some(task) = relay_task {
+            let _ = task.await;
+        }
+        let _ = health_task.await;
+        self.pool.close().await;
+        tracing::info!("order-command stopped");
+        served.map_err(StartupError::from)
+    }
+}

@@ -1,0 +1,289 @@
+//! The outbox relay: publishes committed events to Kafka, then deletes their
+//! outbox rows. One relay leads at a time (a PostgreSQL advisory lock held on a
+//! dedicated connection); the others stand by and take over when it dies.
+//!
+//! Rows are read in outbox order with no high-water mark: a row whose
+//! transaction committed late is simply found by a later read. Rows are deleted
+//! only after Kafka acknowledged them, and only up to the first failure, so a
+//! failed event and every event after it are published again, in order.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::future::join_all;
+use rdkafka::{
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use sqlx::{Connection, PgConnection, Row, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::store::OUTBOX_CHANNEL;
+use crate::{config::KafkaSettings, kafka};
+
+/// Advisory-lock key that elects the relay leader ("orders-relay").
+pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7273_726c;
+
+/// `ce_source` of every event.
+const SOURCE: &str = "/orders/order-command";
+
+/// Failure of one relay step.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The database failed (leadership is dropped and re-acquired).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The broker refused a client or topic operation.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Another relay leads; nothing was done.
+    Standby,
+    /// This relay leads and the outbox is empty.
+    Idle,
+    /// This many events were acknowledged by Kafka and removed from the outbox
+    /// (`failed` more stay for the next step).
+    Published {
+        /// Events acknowledged and deleted.
+        delivered: usize,
+        /// Events left in the outbox after a delivery failure.
+        failed: usize,
+    },
+}
+
+/// The outbox relay.
+pub struct Relay {
+    database_url: String,
+    kafka: KafkaSettings,
+    producer: FutureProducer,
+    batch_size: i64,
+    leader: Option<PgConnection>,
+}
+
+impl Relay {
+    /// A relay for the store at `database_url`, publishing to `kafka.topic`.
+    pub fn new(
+        database_url: impl Into<String>,
+        kafka: KafkaSettings,
+        batch_size: usize,
+    ) -> Result<Self, RelayError> {
+        Ok(Self {
+            database_url: database_url.into(),
+            producer: kafka::idempotent_producer(&kafka)?,
+            kafka,
+            batch_size: batch_size.max(1) as i64,
+            leader: None,
+        })
+    }
+
+    /// Whether this relay holds the leader lock (as of its last step).
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+
+    /// Gives up leadership by closing the lock connection.
+    pub async fn resign(&mut self) {
+        if let Some(conn) = self.leader.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Publishes one batch of outbox rows, if this relay leads.
+    pub async fn step(&mut self) -> Result<StepOutcome, RelayError> {
+        if self.leader.is_none() && !self.try_lead().await? {
+            return Ok(StepOutcome::Standby);
+        }
+        match self.publish_batch().await {
+            Err(RelayError::Database(error)) => {
+                // The lock lives on this connection: treat any failure as lost leadership.
+                self.leader = None;
+                Err(RelayError::Database(error))
+            }
+            other => other,
+        }
+    }
+
+    async fn try_lead(&mut self) -> Result<bool, RelayError> {
+        let mut conn = PgConnection::connect(&self.database_url).await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await?;
+        if !locked {
+            let _ = conn.close().await;
+            return Ok(false);
+        }
+        kafka::ensure_topic(&self.kafka).await?;
+        tracing::info!(topic = %self.kafka.topic, "relay is the leader");
+        self.leader = Some(conn);
+        Ok(true)
+    }
+
+    async fn publish_batch(&mut self) -> Result<StepOutcome, RelayError> {
+        let conn = self.leader.as_mut().expect("leader connection");
+        let rows = sqlx::query(
+            "SELECT o.id, e.event_id, e.order_id, e.event_type, e.payload, e.occurred_at, e.traceparent \
+             FROM outbox o JOIN events e ON e.position = o.event_position \
+             ORDER BY o.id LIMIT $1",
+        )
+        .bind(self.batch_size)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok(StepOutcome::Idle);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let event_id: Uuid = row.try_get("event_id")?;
+            let order_id: Uuid = row.try_get("order_id")?;
+            let event_type: String = row.try_get("event_type")?;
+            let payload: Vec<u8> = row.try_get("payload")?;
+            let occurred_at: DateTime<Utc> = row.try_get("occurred_at")?;
+            let traceparent: Option<String> = row.try_get("traceparent")?;
+            let key = order_id.to_string();
+            let record = FutureRecord::to(&self.kafka.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(cloud_event_headers(
+                    &event_id.to_string(),
+                    &event_type,
+                    occurred_at,
+                    traceparent.as_deref(),
+                ));
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    ids.push(id);
+                    deliveries.push(delivery);
+                }
+                Err((error, _)) => {
+                    // Queue full or similar: publish what is queued, retry the rest next step.
+                    tracing::warn!(%error, "producer refused a message; retrying next step");
+                    break;
+                }
+            }
+        }
+        let results = join_all(deliveries).await;
+        let delivered = results
+            .iter()
+            .take_while(|r| matches!(r, Ok(Ok(_))))
+            .count();
+        if let Some(Ok(Err((error, _)))) = results.get(delivered) {
+            tracing::warn!(%error, "delivery failed; the event and those after it stay in the outbox");
+        }
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(&ids[..delivered])
+            .execute(&mut *conn)
+            .await?;
+        Ok(StepOutcome::Published {
+            delivered,
+            failed: rows.len() - delivered,
+        })
+    }
+
+    /// Steps until `stop`: at once after a full batch, else when the writer
+    /// notifies a commit or `poll` elapses (the fallback).
+    pub async fn run(
+        mut self,
+        database_listener: Option<PgListener>,
+        poll: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut listener = database_listener;
+        loop {
+            let outcome = tokio::select! {
+                () = stop.cancelled() => break,
+                outcome = self.step() => outcome,
+            };
+            let pause = match outcome {
+                Ok(StepOutcome::Published {
+                    delivered,
+                    failed: 0,
+                }) if delivered as i64 == self.batch_size => continue,
+                Ok(StepOutcome::Published { failed, .. }) if failed > 0 => {
+                    Duration::from_millis(500)
+                }
+                Ok(StepOutcome::Standby) => Duration::from_secs(1),
+                Ok(_) => poll,
+                Err(error) => {
+                    tracing::warn!(%error, "relay step failed");
+                    Duration::from_secs(1)
+                }
+            };
+            let woken = async {
+                match listener.as_mut() {
+                    Some(l) if self.leader.is_some() => {
+                        if let Err(error) = l.recv().await {
+                            tracing::warn!(%error, "outbox listener failed; polling");
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = woken => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        self.resign().await;
+        tracing::info!("relay stopped");
+    }
+}
+
+/// A listener woken by every commit of the writer.
+pub async fn outbox_listener(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(OUTBOX_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// CloudEvents Kafka binding, binary mode, plus W3C `traceparent`.
+fn cloud_event_headers(
+    event_id: &str,
+    event_type: &str,
+    occurred_at: DateTime<Utc>,
+    traceparent: Option<&str>,
+) -> OwnedHeaders {
+    let ce_type = format!("orders.v1.{event_type}");
+    let ce_time = occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let headers = OwnedHeaders::new_with_capacity(7)
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some(event_id),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some(ce_type.as_str()),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(SOURCE),
+        })
+        .insert(Header {
+            key: "ce_time",
+            value: Some(ce_time.as_str()),
+        })
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/protobuf"),
+        });
+    match traceparent {
+        Some(tp) => headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        }),
+        None => headers,
+    }
+}

@@ -1,0 +1,317 @@
+//! The batching writer (group commit). RPC handlers send validated commands
+//! here; each writer task takes whatever is queued (up to a bound), decides the
+//! commands in arrival order on the evolving state, appends every resulting
+//! event in one transaction, and answers each RPC only after the commit.
+//!
+//! A lone command is written at once: batching never waits on a timer. If
+//! another writer wins a race (unique violation), the whole batch is rolled
+//! back and re-decided on fresh state, so only commands that really conflict
+//! fail (with `expected_version`) or see the new state (without it).
+
+use chrono::Utc;
+use prost::Message as _;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{
+    CommandError,
+    store::{self, NewEvent, NewKey, StoreError, StoredAnswer},
+};
+use crate::{
+    codec::{self, EventMeta, ParsedCommand},
+    domain::{Command, Order, OrderError, OrderId, decide, evolve},
+};
+
+/// Times a batch is re-decided after losing a race before its commands are ABORTED.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Request facts carried into the events' metadata.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// `x-request-id` metadata, if sent.
+    pub x_request_id: Option<String>,
+    /// W3C `traceparent` metadata, if sent.
+    pub traceparent: Option<String>,
+}
+
+/// What an accepted command answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its version after the command.
+    pub version: u64,
+}
+
+/// One command on its way to a writer task.
+struct Submission {
+    rpc: &'static str,
+    parsed: ParsedCommand,
+    request: Vec<u8>,
+    meta: RequestMeta,
+    reply: oneshot::Sender<Result<Accepted, CommandError>>,
+}
+
+impl Submission {
+    fn answer(&self, accepted: Accepted) -> StoredAnswer {
+        StoredAnswer {
+            rpc: self.rpc.to_owned(),
+            request: self.request.clone(),
+            order_id: accepted.order_id,
+            version: accepted.version,
+        }
+    }
+
+    fn same_request(&self, stored: &StoredAnswer) -> bool {
+        stored.rpc == self.rpc && stored.request == self.request
+    }
+}
+
+/// Handle to the writer tasks; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    shards: Vec<mpsc::Sender<Submission>>,
+}
+
+impl Writer {
+    /// Starts `tasks` writer tasks on `pool`, each committing at most `max_batch` commands at once.
+    pub fn start(
+        pool: PgPool,
+        tasks: usize,
+        max_batch: usize,
+    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let (shards, handles) = (0..tasks.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
+                let task = WriterTask {
+                    pool: pool.clone(),
+                    max_batch: max_batch.max(1),
+                };
+                (tx, tokio::spawn(task.run(rx)))
+            })
+            .unzip();
+        (Self { shards }, handles)
+    }
+
+    /// Decides and commits one command; resolves after the commit.
+    pub async fn submit<R: prost::Message>(
+        &self,
+        rpc: &'static str,
+        parsed: ParsedCommand,
+        request: &R,
+        meta: RequestMeta,
+    ) -> Result<Accepted, CommandError> {
+        let shard = (parsed.order_id.as_uuid().as_u128() % self.shards.len() as u128) as usize;
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            rpc,
+            parsed,
+            request: request.encode_to_vec(),
+            meta,
+            reply,
+        };
+        self.shards[shard]
+            .send(submission)
+            .await
+            .map_err(|_| CommandError::Unavailable)?;
+        answer.await.map_err(|_| CommandError::Unavailable)?
+    }
+}
+
+struct WriterTask {
+    pool: PgPool,
+    max_batch: usize,
+}
+
+/// How one submission of a batch was settled during an attempt.
+enum Settled {
+    /// Answered already (rejected, or a stored idempotent answer).
+    Answered(Result<Accepted, CommandError>),
+    /// Accepted: answered after the commit.
+    Accepted(Accepted),
+}
+
+/// A lost race: the batch is re-decided.
+struct Retry;
+
+impl WriterTask {
+    async fn run(self, mut rx: mpsc::Receiver<Submission>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while rx.recv_many(&mut batch, self.max_batch).await > 0 {
+            self.process(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn process(&self, mut pending: Vec<Submission>) {
+        // A caller whose deadline passed is gone: its command is not applied at all.
+        pending.retain(|s| !s.reply.is_closed());
+        for attempt in 1..=MAX_ATTEMPTS {
+            if pending.is_empty() {
+                return;
+            }
+            match self.attempt(&pending).await {
+                Ok(settled) => {
+                    for (submission, outcome) in pending.drain(..).zip(settled) {
+                        let result = match outcome {
+                            Settled::Answered(result) => result,
+                            Settled::Accepted(accepted) => Ok(accepted),
+                        };
+                        let _ = submission.reply.send(result);
+                    }
+                    return;
+                }
+                Err(Ok(Retry)) => {
+                    tracing::debug!(
+                        attempt,
+                        size = pending.len(),
+                        "batch lost a race; re-deciding"
+                    );
+                }
+                Err(Err(error)) => {
+                    tracing::error!(%error, size = pending.len(), "batch failed");
+                    for submission in pending.drain(..) {
+                        let _ = submission.reply.send(Err(CommandError::Internal));
+                    }
+                    return;
+                }
+            }
+        }
+        for submission in pending {
+            let _ = submission.reply.send(Err(CommandError::Contention));
+        }
+    }
+
+    /// Decides the batch on fresh state and commits it; `Err(Ok(Retry))` on a lost race.
+    async fn attempt(
+        &self,
+        batch: &[Submission],
+    ) -> Result<Vec<Settled>, Result<Retry, StoreError>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| Err(StoreError::from(e)))?;
+        let keys: Vec<String> = batch
+            .iter()
+            .filter_map(|s| s.parsed.request_id.as_ref().map(|k| k.as_str().to_owned()))
+            .collect();
+        let stored = store::load_answers(&mut tx, &keys).await.or_else(fail)?;
+        let mut ids: Vec<OrderId> = batch.iter().map(|s| s.parsed.order_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut orders = store::load_orders(&mut tx, &ids).await.or_else(fail)?;
+
+        let occurred_at = Utc::now();
+        let mut events = Vec::new();
+        let mut new_keys: Vec<NewKey> = Vec::new();
+        let mut settled = Vec::with_capacity(batch.len());
+        for submission in batch {
+            let key = submission.parsed.request_id.as_ref().map(|k| k.as_str());
+            let earlier = key.and_then(|k| {
+                stored.get(k).or_else(|| {
+                    new_keys
+                        .iter()
+                        .find(|n| n.request_id == k)
+                        .map(|n| &n.answer)
+                })
+            });
+            if let Some(answer) = earlier {
+                settled.push(if submission.same_request(answer) {
+                    Settled::Answered(Ok(Accepted {
+                        order_id: answer.order_id,
+                        version: answer.version,
+                    }))
+                } else {
+                    Settled::Answered(Err(CommandError::RequestIdReused))
+                });
+                continue;
+            }
+            let order = orders.entry(submission.parsed.order_id).or_default();
+            match decide_one(order, &submission.parsed) {
+                Err(error) => settled.push(Settled::Answered(Err(error))),
+                Ok(decided) => {
+                    let accepted = Accepted {
+                        order_id: submission.parsed.order_id,
+                        version: order.version + decided.len() as u64,
+                    };
+                    let causation_id =
+                        key.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+                    let correlation_id = submission
+                        .meta
+                        .x_request_id
+                        .clone()
+                        .unwrap_or_else(|| causation_id.clone());
+                    for event in decided {
+                        let meta = EventMeta {
+                            event_id: Uuid::now_v7(),
+                            order_id: submission.parsed.order_id,
+                            version: order.version + 1,
+                            occurred_at,
+                            correlation_id: correlation_id.clone(),
+                            causation_id: causation_id.clone(),
+                        };
+                        events.push(NewEvent {
+                            event_id: meta.event_id,
+                            order_id: meta.order_id,
+                            version: meta.version,
+                            event_type: event.type_name(),
+                            payload: codec::event_to_proto(&meta, &event).encode_to_vec(),
+                            occurred_at,
+                            request_id: key.map(str::to_owned),
+                            correlation_id: meta.correlation_id,
+                            causation_id: meta.causation_id,
+                            traceparent: submission.meta.traceparent.clone(),
+                        });
+                        *order = evolve(std::mem::take(order), &event);
+                    }
+                    if let Some(key) = key {
+                        new_keys.push(NewKey {
+                            request_id: key.to_owned(),
+                            answer: submission.answer(accepted),
+                        });
+                    }
+                    settled.push(Settled::Accepted(accepted));
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(settled);
+        }
+        // Events of one order must get increasing positions: keep them grouped in version order.
+        events.sort_by_key(|e| (e.order_id, e.version));
+        store::append(&mut tx, &events, &new_keys)
+            .await
+            .or_else(fail)?;
+        tx.commit().await.map_err(StoreError::from).or_else(fail)?;
+        Ok(settled)
+    }
+}
+
+/// A unique violation means another writer won: retry; anything else fails the batch.
+fn fail<T>(error: StoreError) -> Result<T, Result<Retry, StoreError>> {
+    match error {
+        StoreError::Conflict(_) => Err(Ok(Retry)),
+        other => Err(Err(other)),
+    }
+}
+
+/// Checks existence and `expected_version`, then decides.
+fn decide_one(
+    order: &Order,
+    parsed: &ParsedCommand,
+) -> Result<Vec<crate::domain::Event>, CommandError> {
+    let placing = matches!(parsed.command, Command::PlaceOrder { .. });
+    if !order.exists() && !placing {
+        return Err(CommandError::Rejected(OrderError::NotFound));
+    }
+    if let Some(expected) = parsed.expected_version
+        && expected != order.version
+    {
+        return Err(CommandError::VersionConflict {
+            expected,
+            actual: order.version,
+        });
+    }
+    decide(order, &parsed.command).map_err(CommandError::Rejected)
+}

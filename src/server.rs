@@ -1,0 +1,148 @@
+//! The gRPC server shape both servers share: health, reflection, per-RPC
+//! tracing spans, a deadline cap, a process-wide concurrency limit and
+//! graceful shutdown.
+
+use std::{future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::limit::GlobalConcurrencyLimitLayer;
+
+use crate::config::ServerSettings;
+
+/// Health of one gRPC service, reported under its name and under "" (the server).
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    service: &'static str,
+}
+
+impl Health {
+    /// A reporter for `service`, starting as NOT_SERVING.
+    pub async fn new(reporter: HealthReporter, service: &'static str) -> Self {
+        let health = Self { reporter, service };
+        health.set(false).await;
+        health
+    }
+
+    /// Reports SERVING or NOT_SERVING.
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        self.reporter.set_service_status(self.service, status).await;
+    }
+
+    /// Re-evaluates `check` every second until `stop`, reporting its result.
+    pub fn watch<F, Fut>(self, stop: CancellationToken, mut check: F) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let serving = check().await;
+                if last != Some(serving) {
+                    if serving {
+                        tracing::info!(service = self.service, "dependencies reachable: SERVING");
+                    } else {
+                        tracing::warn!(
+                            service = self.service,
+                            "a dependency is unreachable: NOT_SERVING"
+                        );
+                    }
+                    self.set(serving).await;
+                    last = Some(serving);
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            self.set(false).await;
+        })
+    }
+}
+
+/// Health and reflection (v1 and v1alpha) services for a server's routes.
+pub fn standard_routes(
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Routes {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor set is valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("descriptor set is valid");
+    Routes::new(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight RPCs.
+pub async fn serve(
+    listener: TcpListener,
+    settings: &ServerSettings,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .timeout(settings.request_timeout())
+        .trace_fn(|request| {
+            tracing::info_span!(
+                "rpc",
+                method = %request.uri().path(),
+                order_id = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+            )
+        })
+        .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Reads a string metadata value, if present and printable.
+pub fn metadata_str<'a, T>(request: &'a tonic::Request<T>, key: &str) -> Option<&'a str> {
+    request
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+}

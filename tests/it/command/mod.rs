@@ -1,0 +1,130 @@
+//! The command side on the real stack: `order-command` over gRPC, the event
+//! store, and the relay to Kafka.
+
+mod concurrency;
+mod flow;
+mod rejections;
+mod relay;
+
+use std::time::Duration;
+
+use orders::{
+    command::app::Application,
+    config::{CommandSettings, KafkaSettings},
+    proto::{self, order_commands_client::OrderCommandsClient},
+};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::support;
+
+/// A running `order-command` on a free port.
+pub struct TestCommand {
+    pub client: OrderCommandsClient<Channel>,
+    pub pool: PgPool,
+    pub database_url: String,
+    pub kafka: KafkaSettings,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestCommand {
+    /// A server with its own fresh database and topic, relay running.
+    pub async fn start() -> Self {
+        let database_url = support::fresh_database("cmd").await;
+        Self::start_with(database_url, support::fresh_kafka("cmd"), true).await
+    }
+
+    /// A server on the given database and topic.
+    pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
+        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
+        settings.relay = relay;
+        let app = Application::build(settings)
+            .await
+            .expect("build order-command");
+        let port = app.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("order-command ran");
+        });
+        let client = connect(port).await;
+        Self {
+            client,
+            pool: support::pool(&database_url).await,
+            database_url,
+            kafka,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("order-command stopped in time")
+                .expect("order-command task");
+        }
+    }
+
+    /// Number of events in the store.
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// (order id, version) of every stored event, in position order.
+    pub async fn stored_versions(&self) -> Vec<(String, u64)> {
+        sqlx::query_as::<_, (uuid::Uuid, i64)>(
+            "SELECT order_id, version FROM events ORDER BY position",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(o, v)| (o.to_string(), v as u64))
+        .collect()
+    }
+}
+
+/// A gRPC client for a server on `port`, retrying the connection for a few seconds.
+pub async fn connect(port: u16) -> OrderCommandsClient<Channel> {
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if let Ok(client) = OrderCommandsClient::connect(url.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot connect to order-command on {url}");
+}
+
+/// One order line.
+pub fn line(product: &str, quantity: u32, unit_price_minor: i64) -> proto::OrderLine {
+    proto::OrderLine {
+        product_id: product.into(),
+        quantity,
+        unit_price_minor,
+    }
+}
+
+/// A valid PlaceOrder request for `customer` with two lines.
+pub fn place(customer: &str) -> proto::PlaceOrderRequest {
+    proto::PlaceOrderRequest {
+        customer_id: customer.into(),
+        currency_code: "EUR".into(),
+        lines: vec![line("sku-1", 2, 1250), line("sku-2", 1, 999)],
+        ..Default::default()
+    }
+}

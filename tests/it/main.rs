@@ -1,0 +1,8 @@
+//! Integration tests: one binary, run against the real PostgreSQL and Kafka
+//! that `scripts/dev` starts. Each test gets fresh databases and a fresh topic.
+
+mod support;
+
+mod command;
+mod infra;
+// mod query; (query side in progress)
