@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod flow;
+mod health;
 mod rejections;
 mod relay;
 
@@ -25,6 +26,7 @@ pub struct TestCommand {
     pub pool: PgPool,
     pub database_url: String,
     pub kafka: KafkaSettings,
+    pub port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -58,6 +60,7 @@ impl TestCommand {
             pool: support::pool(&database_url).await,
             database_url,
             kafka,
+            port,
             stop: Some(stop),
             task: Some(task),
         }
