@@ -1,0 +1,142 @@
+//! Failure tests that take the shared broker down. They live in their own test
+//! binary because cargo runs test binaries one after another, so no other test
+//! ever sees the broker missing; inside this binary they hold one lock.
+
+#[path = "../it/support.rs"]
+mod support;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use orders::{
+    command::app::Application,
+    config::CommandSettings,
+    proto::{self, order_commands_client::OrderCommandsClient},
+};
+use tokio::sync::Mutex;
+
+static BROKER: Mutex<()> = Mutex::const_new(());
+
+/// Kills the broker that `scripts/dev` started with SIGKILL.
+fn kill_broker() {
+    let pidfile = Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/run/kafka.pid");
+    let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| {
+        panic!(
+            "read {}: {e}; is the stack up (scripts/dev up)?",
+            pidfile.display()
+        )
+    });
+    let pid = text.lines().next().expect("pid line").trim().to_owned();
+    let status = Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+/// Starts the broker again through `scripts/dev` (bounded by the script's own waits).
+fn restart_broker() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev");
+    let status = Command::new("timeout")
+        .arg("180")
+        .arg(&script)
+        .args(["up", "--infra-only"])
+        .status()
+        .expect("run scripts/dev up --infra-only");
+    assert!(
+        status.success(),
+        "scripts/dev up --infra-only restarted the broker"
+    );
+}
+
+async fn outbox_len(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+fn place(i: usize) -> proto::PlaceOrderRequest {
+    proto::PlaceOrderRequest {
+        request_id: format!("chaos-{i}"),
+        customer_id: format!("chaos-{i}"),
+        currency_code: "EUR".into(),
+        lines: vec![proto::OrderLine {
+            product_id: "sku".into(),
+            quantity: 1,
+            unit_price_minor: 100,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn commands_are_accepted_while_the_broker_is_down_and_the_backlog_drains_after() {
+    let _broker = BROKER.lock().await;
+    let database_url = support::fresh_database("chaos").await;
+    let kafka = support::fresh_kafka("chaos");
+    let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
+        .await
+        .expect("build order-command");
+    let port = app.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let pool = support::pool(&database_url).await;
+    let mut client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    for i in 0..20 {
+        client
+            .place_order(place(i))
+            .await
+            .expect("accepted before the outage");
+    }
+    support::wait_until(
+        Duration::from_secs(60),
+        "the outbox to drain before the outage",
+        || async { outbox_len(&pool).await == 0 },
+    )
+    .await;
+
+    kill_broker();
+    // The broker stays down for ten seconds while commands keep arriving.
+    let outage = tokio::time::Instant::now();
+    let mut accepted = 20;
+    for i in 20..70 {
+        client
+            .place_order(place(i))
+            .await
+            .expect("accepted while the broker is down");
+        accepted += 1;
+        tokio::time::sleep_until(outage + Duration::from_millis(200) * (i as u32 - 19)).await;
+    }
+    assert!(
+        outbox_len(&pool).await > 0,
+        "events wait in the outbox during the outage"
+    );
+    restart_broker();
+
+    support::wait_until(Duration::from_secs(120), "the backlog to drain", || async {
+        outbox_len(&pool).await == 0
+    })
+    .await;
+    let reader = support::topic_reader(&kafka.topic);
+    let messages = support::read_messages(&reader, accepted, Duration::from_secs(60)).await;
+    let mut keys: Vec<String> = messages.iter().map(support::key_of).collect();
+    keys.sort();
+    keys.dedup();
+    let mut stored: Vec<String> =
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT order_id FROM events")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.to_string())
+            .collect();
+    stored.sort();
+    assert_eq!(stored.len(), accepted);
+    assert_eq!(keys, stored, "every stored event reached the topic");
+    let _ = stop.send(());
+    server.await.unwrap().expect("order-command ran");
+}
