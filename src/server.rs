@@ -71,6 +71,64 @@ impl Health {
     }
 }
 
+/// A descriptor of `google.rpc.BadRequest`, so that reflection clients
+/// (grpcurl) can decode the field violations in error details.
+fn error_details_descriptor() -> prost_types::FileDescriptorSet {
+    use prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto,
+        field_descriptor_proto::{Label, Type},
+    };
+    let field =
+        |name: &str, json: &str, number: i32, label: Label, kind: Type, type_name: Option<&str>| {
+            FieldDescriptorProto {
+                name: Some(name.into()),
+                number: Some(number),
+                label: Some(label as i32),
+                r#type: Some(kind as i32),
+                type_name: type_name.map(Into::into),
+                json_name: Some(json.into()),
+                ..Default::default()
+            }
+        };
+    let violation = DescriptorProto {
+        name: Some("FieldViolation".into()),
+        field: vec![
+            field("field", "field", 1, Label::Optional, Type::String, None),
+            field(
+                "description",
+                "description",
+                2,
+                Label::Optional,
+                Type::String,
+                None,
+            ),
+        ],
+        ..Default::default()
+    };
+    let bad_request = DescriptorProto {
+        name: Some("BadRequest".into()),
+        field: vec![field(
+            "field_violations",
+            "fieldViolations",
+            1,
+            Label::Repeated,
+            Type::Message,
+            Some(".google.rpc.BadRequest.FieldViolation"),
+        )],
+        nested_type: vec![violation],
+        ..Default::default()
+    };
+    prost_types::FileDescriptorSet {
+        file: vec![FileDescriptorProto {
+            name: Some("google/rpc/error_details.proto".into()),
+            package: Some("google.rpc".into()),
+            message_type: vec![bad_request],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        }],
+    }
+}
+
 /// Health and reflection (v1 and v1alpha) services for a server's routes.
 pub fn standard_routes(
     health: tonic_health::pb::health_server::HealthServer<
@@ -80,11 +138,13 @@ pub fn standard_routes(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(error_details_descriptor())
         .build_v1()
         .expect("descriptor set is valid");
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(error_details_descriptor())
         .build_v1alpha()
         .expect("descriptor set is valid");
     Routes::new(health)
