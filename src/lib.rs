@@ -11,5 +11,6 @@ pub mod config;
 pub mod domain;
 pub mod kafka;
 pub mod proto;
+pub mod query;
 pub mod server;
 pub mod telemetry;

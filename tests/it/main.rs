@@ -5,4 +5,5 @@ mod support;
 
 mod command;
 mod infra;
-// mod query; (query side in progress)
+mod query;
+mod readme;

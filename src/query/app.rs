@@ -1,0 +1,189 @@
+//! Start-up of `order-query`: connect, migrate, bind, then serve gRPC and run
+//! the projector until shutdown.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::QuerySettings,
+    kafka,
+    proto::order_queries_server::OrderQueriesServer,
+    query::{
+        QueryError,
+        grpc::QueryService,
+        projector::{Projector, ProjectorMetrics},
+        read_model::{DEFAULT_SCHEMA, ReadModel},
+        watch::ProjectionWatch,
+    },
+    server::{self, Health},
+};
+
+/// How long a health probe of PostgreSQL or Kafka may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks that PostgreSQL and the Kafka broker answer, for the health service.
+#[derive(Clone)]
+pub struct DependencyProbe {
+    read_model: ReadModel,
+    broker: Arc<BaseConsumer>,
+    topic: String,
+}
+
+impl DependencyProbe {
+    /// A probe of `read_model`'s database and of the broker in `settings`.
+    pub fn new(settings: &QuerySettings, read_model: ReadModel) -> Result<Self, QueryError> {
+        Ok(Self {
+            read_model,
+            broker: Arc::new(kafka::base_config(&settings.kafka).create()?),
+            topic: settings.kafka.topic.clone(),
+        })
+    }
+
+    /// Whether `SELECT 1` and a metadata request of the topic each answer within a second.
+    pub async fn reachable(&self) -> bool {
+        let (broker, topic) = (self.broker.clone(), self.topic.clone());
+        let broker_up = tokio::task::spawn_blocking(move || {
+            broker.fetch_metadata(Some(&topic), PROBE_TIMEOUT).is_ok()
+        });
+        let database_up = self.read_model.ping(PROBE_TIMEOUT).await;
+        matches!(broker_up.await, Ok(true)) && database_up
+    }
+}
+
+/// The `order-query` server, built and bound, not yet serving.
+pub struct Application {
+    settings: QuerySettings,
+    listener: TcpListener,
+    port: u16,
+    read_model: ReadModel,
+    projector: Option<Projector>,
+    metrics: Option<Arc<ProjectorMetrics>>,
+    watch: ProjectionWatch,
+    probe: DependencyProbe,
+}
+
+impl Application {
+    /// Connects to PostgreSQL, applies the read migrations, binds the listener
+    /// and, unless disabled, joins the consumer group.
+    pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.server.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&settings.database_url)
+            .await?;
+        let read_model = ReadModel::new(pool, DEFAULT_SCHEMA)?;
+        read_model.migrate().await?;
+        let listener = TcpListener::bind(settings.listen_addr).await?;
+        let port = listener.local_addr()?.port();
+        let projector = if settings.projector {
+            // The relay creates the topic too; whoever starts first wins.
+            if let Err(error) = kafka::ensure_topic(&settings.kafka).await {
+                tracing::warn!(%error, topic = %settings.kafka.topic, "cannot ensure the topic exists");
+            }
+            Some(Projector::new(&settings, read_model.clone())?)
+        } else {
+            None
+        };
+        let metrics = projector.as_ref().map(Projector::metrics);
+        Ok(Self {
+            listener,
+            port,
+            projector,
+            metrics,
+            watch: ProjectionWatch::default(),
+            probe: DependencyProbe::new(&settings, read_model.clone())?,
+            settings,
+            read_model,
+        })
+    }
+
+    /// The port the gRPC server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The projection this server reads and writes.
+    pub fn read_model(&self) -> &ReadModel {
+        &self.read_model
+    }
+
+    /// The read-your-writes waiters of this server.
+    pub fn projection_watch(&self) -> ProjectionWatch {
+        self.watch.clone()
+    }
+
+    /// The projector's counters, when it runs in this process.
+    pub fn projector_metrics(&self) -> Option<Arc<ProjectorMetrics>> {
+        self.metrics.clone()
+    }
+
+    /// Serves gRPC and runs the projector until `shutdown` resolves; then drains
+    /// in-flight RPCs, finishes the batch in hand and leaves the consumer group.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), QueryError> {
+        let Self {
+            settings,
+            listener,
+            port,
+            read_model,
+            projector,
+            watch,
+            probe,
+            ..
+        } = self;
+        let stop = CancellationToken::new();
+
+        let listening = tokio::spawn(watch.clone().listen(
+            settings.database_url.clone(),
+            read_model.channel().to_owned(),
+            stop.clone(),
+        ));
+        let projecting = projector.map(|projector| tokio::spawn(projector.run(stop.clone())));
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health::new(reporter, "orders.v1.OrderQueries").await;
+        let probing = health.watch(stop.clone(), move || {
+            let probe = probe.clone();
+            async move { probe.reachable().await }
+        });
+
+        let service = QueryService::new(
+            read_model,
+            watch,
+            Duration::from_millis(settings.max_wait_ms),
+            settings.server.request_timeout(),
+            stop.clone(),
+        );
+        let routes =
+            server::standard_routes(health_service).add_service(OrderQueriesServer::new(service));
+        tracing::info!(port, projector = settings.projector, "order-query serving");
+        let served = server::serve(listener, &settings.server, routes, {
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.cancelled() => {}
+                }
+                stop.cancel();
+            }
+        })
+        .await;
+
+        stop.cancel();
+        if let Some(projecting) = projecting
+            && let Err(error) = projecting.await
+        {
+            tracing::error!(%error, "projector task failed");
+        }
+        let _ = listening.await;
+        let _ = probing.await;
+        tracing::info!("order-query stopped");
+        Ok(served?)
+    }
+}

@@ -1,0 +1,413 @@
+//! The gRPC edge of the query side: parses requests, reads the read model,
+//! and answers with freshness in the body and in response metadata.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+use uuid::Uuid;
+
+use crate::{
+    codec,
+    domain::{CustomerId, OrderId},
+    proto::{self, order_queries_server::OrderQueries},
+    query::{
+        QueryError,
+        page_token::{self, ListFilter, OrdersCursor},
+        read_model::{OrderView, ReadModel, status_name},
+        watch::ProjectionWatch,
+    },
+    server::metadata_str,
+};
+
+/// Page size when the request gives none.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Largest page; larger requests are clamped to it.
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// `orders.v1.OrderQueries` over the read model.
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    read_model: ReadModel,
+    watch: ProjectionWatch,
+    max_wait: Duration,
+    request_timeout: Duration,
+    stopping: CancellationToken,
+}
+
+impl QueryService {
+    /// A service reading `read_model`, waking `min_version` waiters through `watch`.
+    ///
+    /// A `min_version` wait lasts at most `max_wait`, ends early enough to
+    /// answer within the caller's deadline and the server's `request_timeout`,
+    /// and ends at once when `stopping` is cancelled (shutdown drains quickly).
+    pub fn new(
+        read_model: ReadModel,
+        watch: ProjectionWatch,
+        max_wait: Duration,
+        request_timeout: Duration,
+        stopping: CancellationToken,
+    ) -> Self {
+        Self {
+            read_model,
+            watch,
+            max_wait,
+            request_timeout,
+            stopping,
+        }
+    }
+
+    async fn get_order(
+        &self,
+        request: proto::GetOrderRequest,
+        deadline: Instant,
+    ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
+        let order_id = parse_order_id(&request.order_id)?;
+        let view = match request.min_version.filter(|&v| v > 0) {
+            None => self
+                .read_model
+                .get_order(order_id)
+                .await?
+                .ok_or(QueryError::NotFound(order_id))?,
+            Some(wanted) => self.wait_for(order_id, wanted, deadline).await?,
+        };
+        let projected_at = self.read_model.projected_at().await?;
+        let version = view.order.version;
+        Ok(respond(
+            proto::GetOrderResponse {
+                order: Some(order_to_proto(&view)),
+                freshness: Some(freshness(version, projected_at)),
+            },
+            version,
+            projected_at,
+        ))
+    }
+
+    /// Reads the order until it reaches `wanted`, sleeping between NOTIFYs, until `deadline`.
+    async fn wait_for(
+        &self,
+        order_id: Uuid,
+        wanted: u64,
+        deadline: Instant,
+    ) -> Result<OrderView, QueryError> {
+        // Subscribe before reading: a commit after the read still wakes us.
+        let mut subscription = self.watch.subscribe(order_id);
+        loop {
+            let view = self.read_model.get_order(order_id).await?;
+            let projected = view.as_ref().map_or(0, |v| v.order.version);
+            if let Some(view) = view.filter(|v| v.order.version >= wanted) {
+                return Ok(view);
+            }
+            if Instant::now() >= deadline || self.stopping.is_cancelled() {
+                return Err(QueryError::NotYetProjected {
+                    order_id,
+                    projected,
+                    wanted,
+                });
+            }
+            tokio::select! {
+                () = subscription.changed() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.stopping.cancelled() => {}
+            }
+        }
+    }
+
+    async fn list_orders(
+        &self,
+        request: proto::ListOrdersRequest,
+    ) -> Result<Response<proto::ListOrdersResponse>, QueryError> {
+        let customer_id = request
+            .customer_id
+            .map(|c| {
+                CustomerId::parse(&c)
+                    .map(|c| c.as_str().to_owned())
+                    .map_err(|e| QueryError::invalid("customer_id", e.0))
+            })
+            .transpose()?;
+        let status = proto::OrderStatus::try_from(request.status)
+            .map_err(|_| QueryError::invalid("status", "is not an OrderStatus"))?;
+        let filter = ListFilter {
+            customer_id,
+            status: codec::status_from_proto(status).map(|s| status_name(s).to_owned()),
+        };
+        let cursor = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                page_token::decode_orders(&request.page_token, &filter)
+                    .map_err(|e| QueryError::invalid("page_token", e.to_string()))?,
+            )
+        };
+        let size = page_size(request.page_size);
+        let mut views = self
+            .read_model
+            .list_orders(&filter, cursor, size + 1)
+            .await?;
+        let next_page_token = next_token(&mut views, size, |last| {
+            page_token::encode_orders(
+                &filter,
+                OrdersCursor {
+                    placed_at_micros: last.placed_at.timestamp_micros(),
+                    order_id: last.order_id,
+                },
+            )
+        });
+        let projected_at = self.read_model.projected_at().await?;
+        Ok(respond(
+            proto::ListOrdersResponse {
+                orders: views.iter().map(order_to_proto).collect(),
+                next_page_token,
+                freshness: Some(freshness(0, projected_at)),
+            },
+            0,
+            projected_at,
+        ))
+    }
+
+    async fn get_order_history(
+        &self,
+        request: proto::GetOrderHistoryRequest,
+    ) -> Result<Response<proto::GetOrderHistoryResponse>, QueryError> {
+        let order_id = parse_order_id(&request.order_id)?;
+        let after = if request.page_token.is_empty() {
+            0
+        } else {
+            page_token::decode_history(&request.page_token, order_id)
+                .map_err(|e| QueryError::invalid("page_token", e.to_string()))?
+        };
+        let version = self
+            .read_model
+            .order_version(order_id)
+            .await?
+            .ok_or(QueryError::NotFound(order_id))?;
+        let size = page_size(request.page_size);
+        let mut rows = self.read_model.history(order_id, after, size + 1).await?;
+        let next_page_token = next_token(&mut rows, size, |&(version, _)| {
+            page_token::encode_history(order_id, version)
+        });
+        let events = rows
+            .iter()
+            .map(|(version, payload)| {
+                <proto::OrderEvent as prost::Message>::decode(payload.as_slice()).map_err(|e| {
+                    QueryError::Corrupt(format!("history of {order_id} v{version}: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let projected_at = self.read_model.projected_at().await?;
+        Ok(respond(
+            proto::GetOrderHistoryResponse {
+                events,
+                next_page_token,
+                freshness: Some(freshness(version, projected_at)),
+            },
+            version,
+            projected_at,
+        ))
+    }
+
+    /// When a `min_version` wait must give up to still answer in time.
+    fn deadline<T>(&self, request: &Request<T>) -> Instant {
+        let now = Instant::now();
+        let budget = grpc_timeout(request).map_or(self.request_timeout, |client| {
+            client.min(self.request_timeout)
+        });
+        // Leave time to read and answer before the deadline expires.
+        let margin = (budget / 5).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        now + budget.saturating_sub(margin).min(self.max_wait)
+    }
+}
+
+#[tonic::async_trait]
+impl OrderQueries for QueryService {
+    async fn get_order(
+        &self,
+        request: Request<proto::GetOrderRequest>,
+    ) -> Result<Response<proto::GetOrderResponse>, Status> {
+        record_span(&request, &request.get_ref().order_id);
+        let deadline = self.deadline(&request);
+        Ok(self.get_order(request.into_inner(), deadline).await?)
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<proto::ListOrdersRequest>,
+    ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        record_span(&request, "");
+        Ok(self.list_orders(request.into_inner()).await?)
+    }
+
+    async fn get_order_history(
+        &self,
+        request: Request<proto::GetOrderHistoryRequest>,
+    ) -> Result<Response<proto::GetOrderHistoryResponse>, Status> {
+        record_span(&request, &request.get_ref().order_id);
+        Ok(self.get_order_history(request.into_inner()).await?)
+    }
+}
+
+fn record_span<T>(request: &Request<T>, order_id: &str) {
+    let span = tracing::Span::current();
+    if !order_id.is_empty() {
+        span.record("order_id", order_id);
+    }
+    if let Some(request_id) = metadata_str(request, "x-request-id") {
+        span.record("request_id", request_id);
+    }
+}
+
+/// The caller's deadline from the `grpc-timeout` header, if it sent a valid one.
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
+    let value = metadata_str(request, "grpc-timeout")?;
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    if amount.is_empty() || amount.len() > 8 {
+        return None;
+    }
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+fn parse_order_id(raw: &str) -> Result<Uuid, QueryError> {
+    if raw.is_empty() {
+        return Err(QueryError::invalid("order_id", "is required"));
+    }
+    OrderId::parse(raw)
+        .map(|id| id.as_uuid())
+        .map_err(|e| QueryError::invalid("order_id", e.0))
+}
+
+/// The page size to use: the default for 0, clamped to `MAX_PAGE_SIZE`.
+pub fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// Cuts a `size + 1` read down to `size`, returning the token for the rest, if any.
+fn next_token<T>(rows: &mut Vec<T>, size: u32, token: impl FnOnce(&T) -> String) -> String {
+    let size = size as usize;
+    if rows.len() <= size {
+        return String::new();
+    }
+    rows.truncate(size);
+    rows.last().map(token).unwrap_or_default()
+}
+
+fn freshness(version: u64, projected_at: Option<DateTime<Utc>>) -> proto::Freshness {
+    proto::Freshness {
+        projected_version: version,
+        projected_at: projected_at.map(codec::timestamp),
+    }
+}
+
+/// Wraps a body with the freshness metadata.
+fn respond<T>(body: T, version: u64, projected_at: Option<DateTime<Utc>>) -> Response<T> {
+    let mut response = Response::new(body);
+    let metadata = response.metadata_mut();
+    metadata.insert("x-projected-version", MetadataValue::from(version));
+    if let Some(at) = projected_at
+        && let Ok(value) = at.to_rfc3339_opts(SecondsFormat::Micros, true).parse()
+    {
+        metadata.insert("x-projected-at", value);
+    }
+    response
+}
+
+/// The proto form of a projected order.
+pub fn order_to_proto(view: &OrderView) -> proto::Order {
+    let order = &view.order;
+    proto::Order {
+        order_id: view.order_id.to_string(),
+        customer_id: order
+            .customer_id
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
+        status: codec::status_to_proto(order.status) as i32,
+        currency_code: order
+            .currency
+            .as_ref()
+            .map(|c| c.as_str().to_owned())
+            .unwrap_or_default(),
+        lines: order.lines.iter().map(codec::line_to_proto).collect(),
+        total_minor: order.total_minor(),
+        version: order.version,
+        placed_at: Some(codec::timestamp(view.placed_at)),
+        updated_at: Some(codec::timestamp(view.updated_at)),
+        tracking_number: order
+            .tracking_number
+            .as_ref()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        cancel_reason: order
+            .cancel_reason
+            .as_ref()
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timeout(value: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", value.parse().unwrap());
+        request
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(
+            grpc_timeout(&with_timeout("300m")),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(
+            grpc_timeout(&with_timeout("2S")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            grpc_timeout(&with_timeout("1M")),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            grpc_timeout(&with_timeout("5u")),
+            Some(Duration::from_micros(5))
+        );
+        assert_eq!(grpc_timeout(&with_timeout("123456789m")), None);
+        assert_eq!(grpc_timeout(&with_timeout("m")), None);
+        assert_eq!(grpc_timeout(&with_timeout("10x")), None);
+        assert_eq!(grpc_timeout(&Request::new(())), None);
+    }
+
+    #[test]
+    fn page_sizes_default_to_50_and_clamp_to_500() {
+        assert_eq!(page_size(0), 50);
+        assert_eq!(page_size(7), 7);
+        assert_eq!(page_size(500), 500);
+        assert_eq!(page_size(10_000), 500);
+    }
+
+    #[test]
+    fn a_full_read_yields_a_token_and_a_short_one_none() {
+        let mut rows = vec![1, 2, 3];
+        assert_eq!(next_token(&mut rows, 2, |last| last.to_string()), "2");
+        assert_eq!(rows, vec![1, 2]);
+        let mut rows = vec![1, 2];
+        assert_eq!(next_token(&mut rows, 2, |last| last.to_string()), "");
+    }
+}

@@ -1,0 +1,22 @@
+//! The query side: `order-query` projects the events topic into read-optimised
+//! PostgreSQL tables and answers `orders.v1.OrderQueries` from them.
+//!
+//! - `app`: start-up (`Application::build` / `run_until_stopped`).
+//! - `grpc`: the edge; parses requests, maps results and errors to gRPC.
+//! - `projector`: Kafka → tables, one transaction per batch with the positions.
+//! - `read_model`: every SQL statement of the read database, in one schema.
+//! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters.
+//! - `page_token`: opaque, versioned, filter-bound page tokens.
+
+pub mod app;
+pub mod error;
+pub mod grpc;
+pub mod page_token;
+pub mod projector;
+pub mod read_model;
+pub mod watch;
+
+pub use app::Application;
+pub use error::QueryError;
+pub use projector::{Projector, ProjectorMetrics, StepOutcome};
+pub use read_model::ReadModel;

@@ -1,0 +1,716 @@
+//! The projector: consumes the events topic in the `order-query` group and
+//! applies each batch to the read model in one PostgreSQL transaction,
+//! together with the partitions' next offsets. Kafka offsets are committed
+//! only afterwards, and only as a courtesy (lag monitoring): the positions in
+//! the database are the source of truth, and a partition is sought to its
+//! stored position whenever it is assigned.
+//!
+//! Per event, the order's projected version decides: at or below it, a
+//! duplicate (skipped); one above, applied with `domain::evolve` and followed
+//! by any parked successors; further above, a gap: the event is parked in
+//! `pending_event` and counted, and only that order waits for the missing
+//! versions. Messages that cannot be applied go to `dead_letter`; the
+//! partition keeps moving.
+//!
+//! Several instances are safe: each batch first moves every partition's
+//! stored position from the value the batch started from (a fence). If
+//! another owner moved it, the transaction is rolled back and the partition
+//! is sought back to the stored position.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use futures::FutureExt;
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    message::{Headers, OwnedMessage},
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    codec::{self, DecodeError, EventMeta},
+    config::QuerySettings,
+    domain::{Event, Order, OrderId, evolve},
+    kafka,
+    query::{
+        QueryError,
+        read_model::{DeadLetter, HistoryRecord, OrderView, ParkedEvent, ReadModel},
+    },
+};
+
+/// Most messages applied in one transaction.
+const MAX_BATCH: usize = 1_000;
+/// Longest a step waits for the first message of a batch.
+const POLL_WAIT: Duration = Duration::from_millis(500);
+/// Longest a seek to a stored position may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counters of the projector's work since start (`projector_*_total`).
+#[derive(Debug, Default)]
+pub struct ProjectorMetrics {
+    /// Batches committed (`projector_batches_total`).
+    pub batches_total: AtomicU64,
+    /// Events applied to the projection (`projector_events_applied_total`).
+    pub events_applied_total: AtomicU64,
+    /// Redelivered messages and events skipped (`projector_duplicates_total`).
+    pub duplicates_total: AtomicU64,
+    /// Events parked behind a missing version (`projector_gaps_total`).
+    pub gaps_total: AtomicU64,
+    /// Messages parked in `dead_letter` (`projector_dead_letters_total`).
+    pub dead_letters_total: AtomicU64,
+    /// Batches rolled back because another owner had moved a position (`projector_fenced_total`).
+    pub fenced_total: AtomicU64,
+}
+
+impl ProjectorMetrics {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters in Prometheus text format.
+    pub fn render(&self) -> String {
+        [
+            ("projector_batches_total", &self.batches_total),
+            ("projector_events_applied_total", &self.events_applied_total),
+            ("projector_duplicates_total", &self.duplicates_total),
+            ("projector_gaps_total", &self.gaps_total),
+            ("projector_dead_letters_total", &self.dead_letters_total),
+            ("projector_fenced_total", &self.fenced_total),
+        ]
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            )
+        })
+        .collect()
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// No message arrived within the wait.
+    Idle,
+    /// A batch was consumed and, where it held anything new, committed.
+    Applied(BatchSummary),
+    /// Another owner had moved these partitions' positions: nothing was
+    /// written, and they were sought back to their stored positions.
+    Rewound {
+        /// The partitions of the abandoned batch.
+        partitions: Vec<i32>,
+    },
+}
+
+/// Counts of one committed batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Messages consumed.
+    pub messages: usize,
+    /// Events applied.
+    pub applied: u64,
+    /// Messages below the stored position and events at or below the order's version.
+    pub duplicates: u64,
+    /// Events parked behind a gap.
+    pub parked: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+    /// Messages of partitions not (yet) positioned; consumed again after the seek.
+    pub deferred: u64,
+}
+
+/// Partitions assigned and revoked since the projector last looked.
+#[derive(Debug, Default)]
+struct Rebalances {
+    assigned: HashSet<i32>,
+    revoked: HashSet<i32>,
+}
+
+/// Records rebalances for the projector, which positions partitions itself.
+pub struct ProjectorContext {
+    topic: String,
+    rebalances: Arc<Mutex<Rebalances>>,
+}
+
+impl ClientContext for ProjectorContext {}
+
+impl ConsumerContext for ProjectorContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut changes = self.rebalances.lock().expect("rebalance lock");
+        match rebalance {
+            Rebalance::Assign(list) => {
+                for element in list.elements_for_topic(&self.topic) {
+                    changes.revoked.remove(&element.partition());
+                    changes.assigned.insert(element.partition());
+                }
+                tracing::info!(partitions = ?changes.assigned, "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                for element in list.elements_for_topic(&self.topic) {
+                    changes.assigned.remove(&element.partition());
+                    changes.revoked.insert(element.partition());
+                }
+                tracing::info!(partitions = ?changes.revoked, "partitions revoked");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
+
+/// Projects the events topic into the read model, one batch per `step`.
+pub struct Projector {
+    consumer: StreamConsumer<ProjectorContext>,
+    read_model: ReadModel,
+    topic: String,
+    rebalances: Arc<Mutex<Rebalances>>,
+    /// Positioned partitions and their next offset (`None`: nothing stored, from the start).
+    positions: HashMap<i32, Option<i64>>,
+    /// Assigned partitions still to be sought to their stored positions.
+    unpositioned: BTreeSet<i32>,
+    metrics: Arc<ProjectorMetrics>,
+}
+
+/// A message sorted into what the batch does with it.
+enum Item {
+    Event {
+        meta: EventMeta,
+        event: Event,
+        payload: Vec<u8>,
+        partition: i32,
+        offset: i64,
+    },
+    Dead(DeadLetter),
+}
+
+/// One order's state while a batch is applied.
+struct Progress {
+    view: Option<OrderView>,
+    /// The version the view was loaded at (0: not projected yet).
+    loaded_version: u64,
+    /// Parked events by version, and whether each is already stored.
+    parked: BTreeMap<u64, (ParkedEvent, bool)>,
+    dirty: bool,
+}
+
+impl Progress {
+    fn version(&self) -> u64 {
+        self.view.as_ref().map_or(0, |v| v.order.version)
+    }
+}
+
+impl Projector {
+    /// A consumer of `settings.kafka.topic` in `settings.consumer_group`, writing to `read_model`.
+    pub fn new(settings: &QuerySettings, read_model: ReadModel) -> Result<Self, QueryError> {
+        let topic = settings.kafka.topic.clone();
+        let rebalances = Arc::new(Mutex::new(Rebalances::default()));
+        let context = ProjectorContext {
+            topic: topic.clone(),
+            rebalances: rebalances.clone(),
+        };
+        let consumer: StreamConsumer<ProjectorContext> = kafka::base_config(&settings.kafka)
+            .set("group.id", &settings.consumer_group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            // A killed instance's partitions move after 6 s, not the default 45 s.
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1500")
+            .create_with_context(context)?;
+        consumer.subscribe(&[&topic])?;
+        Ok(Self {
+            consumer,
+            read_model,
+            topic,
+            rebalances,
+            positions: HashMap::new(),
+            unpositioned: BTreeSet::new(),
+            metrics: Arc::default(),
+        })
+    }
+
+    /// The projector's counters.
+    pub fn metrics(&self) -> Arc<ProjectorMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Polls one batch (waiting at most 500 ms for its first message), applies it
+    /// and commits it with the positions, then commits the Kafka offsets.
+    pub async fn step(&mut self) -> Result<StepOutcome, QueryError> {
+        self.step_until(&CancellationToken::new()).await
+    }
+
+    /// Steps until `stop`, finishing the batch in hand, then leaves the group.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            match self.step_until(&stop).await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::error!(%error, "projector step failed; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.close().await;
+    }
+
+    /// Commits the Kafka offsets of the stored positions and leaves the group.
+    pub async fn close(self) {
+        let Self {
+            consumer,
+            positions,
+            topic,
+            ..
+        } = self;
+        let left = tokio::task::spawn_blocking(move || {
+            let mut list = TopicPartitionList::new();
+            for (&partition, &next) in &positions {
+                if let Some(next) = next {
+                    let _ = list.add_partition_offset(&topic, partition, Offset::Offset(next));
+                }
+            }
+            if list.count() > 0
+                && let Err(error) = consumer.commit(&list, CommitMode::Sync)
+            {
+                tracing::debug!(%error, "final offset commit failed");
+            }
+            consumer.unsubscribe();
+            // Dropping the consumer closes it, which leaves the group.
+            drop(consumer);
+        })
+        .await;
+        if let Err(error) = left {
+            tracing::warn!(%error, "closing the consumer failed");
+        }
+        tracing::info!("projector stopped");
+    }
+
+    /// One step whose wait for the first message ends early on `stop`.
+    async fn step_until(&mut self, stop: &CancellationToken) -> Result<StepOutcome, QueryError> {
+        self.note_rebalances();
+        self.position_partitions().await?;
+        let batch = self.poll(stop).await?;
+        if batch.is_empty() {
+            return Ok(StepOutcome::Idle);
+        }
+        // A rebalance served during the poll makes its partitions' messages stale.
+        self.note_rebalances();
+        self.apply(batch).await
+    }
+
+    fn note_rebalances(&mut self) {
+        let mut changes = self.rebalances.lock().expect("rebalance lock");
+        for partition in changes.revoked.drain() {
+            self.positions.remove(&partition);
+            self.unpositioned.remove(&partition);
+        }
+        for partition in changes.assigned.drain() {
+            self.positions.remove(&partition);
+            self.unpositioned.insert(partition);
+        }
+    }
+
+    /// Forgets what the projector knew of `partitions`; they are sought again.
+    fn rewind(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        for partition in partitions {
+            self.positions.remove(&partition);
+            self.unpositioned.insert(partition);
+        }
+    }
+
+    /// Seeks newly assigned partitions to their stored positions (the start when none).
+    async fn position_partitions(&mut self) -> Result<(), QueryError> {
+        if self.unpositioned.is_empty() {
+            return Ok(());
+        }
+        let assigned: HashSet<i32> = self
+            .consumer
+            .assignment()?
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.unpositioned.retain(|p| assigned.contains(p));
+        let partitions: Vec<i32> = self.unpositioned.iter().copied().collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let stored = self.read_model.positions(&self.topic, &partitions).await?;
+        for partition in partitions {
+            let next = stored.get(&partition).copied();
+            let offset = next.map_or(Offset::Beginning, Offset::Offset);
+            match self
+                .consumer
+                .seek(&self.topic, partition, offset, SEEK_TIMEOUT)
+            {
+                Ok(()) => {
+                    tracing::debug!(partition, ?next, "partition positioned");
+                    self.unpositioned.remove(&partition);
+                    self.positions.insert(partition, next);
+                }
+                Err(error) => {
+                    tracing::warn!(partition, %error, "seek to the stored position failed; retrying")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `MAX_BATCH` messages: waits for the first, then takes what is ready.
+    async fn poll(&self, stop: &CancellationToken) -> Result<Vec<OwnedMessage>, QueryError> {
+        let first = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(vec![]),
+            first = tokio::time::timeout(POLL_WAIT, self.consumer.recv()) => first,
+        };
+        let mut batch = match first {
+            Err(_elapsed) => return Ok(vec![]),
+            Ok(Err(error)) => return Err(error.into()),
+            Ok(Ok(message)) => vec![message.detach()],
+        };
+        while batch.len() < MAX_BATCH {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Applies one batch in one transaction with its positions.
+    async fn apply(&mut self, batch: Vec<OwnedMessage>) -> Result<StepOutcome, QueryError> {
+        let mut summary = BatchSummary {
+            messages: batch.len(),
+            ..BatchSummary::default()
+        };
+        // Per partition: (position the batch starts from, next offset after it).
+        let mut advances: BTreeMap<i32, (Option<i64>, i64)> = BTreeMap::new();
+        let mut items = Vec::with_capacity(batch.len());
+        for message in batch {
+            let partition = message.partition();
+            let Some(&stored) = self.positions.get(&partition) else {
+                summary.deferred += 1;
+                if !self.unpositioned.contains(&partition) {
+                    tracing::debug!(partition, "message of an unpositioned partition deferred");
+                    self.unpositioned.insert(partition);
+                }
+                continue;
+            };
+            let next = advances.get(&partition).map_or(stored, |a| Some(a.1));
+            if next.is_some_and(|next| message.offset() < next) {
+                summary.duplicates += 1;
+                continue;
+            }
+            advances.entry(partition).or_insert((stored, 0)).1 = message.offset() + 1;
+            items.push(classify(&message));
+        }
+        if advances.is_empty() {
+            ProjectorMetrics::add(&self.metrics.duplicates_total, summary.duplicates);
+            return Ok(StepOutcome::Applied(summary));
+        }
+        let partitions: Vec<i32> = advances.keys().copied().collect();
+        match self.write(&advances, items, &mut summary).await {
+            Ok(true) => {}
+            Ok(false) => {
+                ProjectorMetrics::add(&self.metrics.fenced_total, 1);
+                tracing::warn!(
+                    ?partitions,
+                    "another owner moved a partition's position: batch abandoned, seeking back"
+                );
+                self.rewind(partitions.iter().copied());
+                return Ok(StepOutcome::Rewound { partitions });
+            }
+            Err(error) => {
+                self.rewind(partitions);
+                return Err(error);
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &(_, next)) in &advances {
+            self.positions.insert(partition, Some(next));
+            offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next))?;
+        }
+        let m = &self.metrics;
+        ProjectorMetrics::add(&m.batches_total, 1);
+        ProjectorMetrics::add(&m.events_applied_total, summary.applied);
+        ProjectorMetrics::add(&m.duplicates_total, summary.duplicates);
+        ProjectorMetrics::add(&m.gaps_total, summary.parked);
+        ProjectorMetrics::add(&m.dead_letters_total, summary.dead_lettered);
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!(%error, "offset commit failed; the stored positions stand");
+        }
+        tracing::debug!(?summary, "batch committed");
+        Ok(StepOutcome::Applied(summary))
+    }
+
+    /// The batch's transaction; `Ok(false)` when a position fence failed (rolled back).
+    async fn write(
+        &self,
+        advances: &BTreeMap<i32, (Option<i64>, i64)>,
+        items: Vec<Item>,
+        summary: &mut BatchSummary,
+    ) -> Result<bool, QueryError> {
+        let topic = self.topic.as_str();
+        let mut tx = self.read_model.begin().await?;
+        // Partitions in ascending order, so that two owners never deadlock.
+        for (&partition, &(expected, next)) in advances {
+            if !tx
+                .advance_position(topic, partition, expected, next)
+                .await?
+            {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+
+        let mut order_ids: Vec<Uuid> = items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Event { meta, .. } => Some(meta.order_id.as_uuid()),
+                Item::Dead(_) => None,
+            })
+            .collect();
+        order_ids.sort_unstable();
+        order_ids.dedup();
+        let mut views = tx.load_orders(&order_ids).await?;
+        let mut orders: HashMap<Uuid, Progress> = order_ids
+            .iter()
+            .map(|id| {
+                let view = views.remove(id);
+                let progress = Progress {
+                    loaded_version: view.as_ref().map_or(0, |v| v.order.version),
+                    view,
+                    parked: BTreeMap::new(),
+                    dirty: false,
+                };
+                (*id, progress)
+            })
+            .collect();
+        for parked in tx.load_parked(&order_ids).await? {
+            if let Some(progress) = orders.get_mut(&parked.order_id) {
+                progress.parked.insert(parked.version, (parked, true));
+            }
+        }
+
+        let mut history = vec![];
+        let mut unparked = vec![];
+        for item in items {
+            let (meta, event, payload, partition, offset) = match item {
+                Item::Dead(letter) => {
+                    tracing::warn!(
+                        partition = letter.partition,
+                        offset = letter.offset,
+                        error = %letter.error,
+                        "message dead-lettered"
+                    );
+                    tx.dead_letter(topic, &letter).await?;
+                    summary.dead_lettered += 1;
+                    continue;
+                }
+                Item::Event {
+                    meta,
+                    event,
+                    payload,
+                    partition,
+                    offset,
+                } => (meta, event, payload, partition, offset),
+            };
+            let order_id = meta.order_id.as_uuid();
+            let progress = orders.get_mut(&order_id).expect("loaded above");
+            let projected = progress.version();
+            if meta.version <= projected || progress.parked.contains_key(&meta.version) {
+                summary.duplicates += 1;
+                continue;
+            }
+            if meta.version > projected + 1 {
+                tracing::warn!(
+                    %order_id,
+                    version = meta.version,
+                    projected_version = projected,
+                    projector_gaps_total = self.metrics.gaps_total.load(Ordering::Relaxed) + summary.parked + 1,
+                    "gap: event parked until the missing versions arrive"
+                );
+                let parked = ParkedEvent {
+                    order_id,
+                    version: meta.version,
+                    payload,
+                    partition,
+                    offset,
+                };
+                progress.parked.insert(meta.version, (parked, false));
+                summary.parked += 1;
+                continue;
+            }
+            history.push(apply_event(
+                progress, &meta, &event, payload, partition, offset,
+            ));
+            summary.applied += 1;
+            // The gap may have closed: apply the parked successors in order.
+            while let Some((parked, stored)) = progress.parked.remove(&(progress.version() + 1)) {
+                let (meta, event) = codec::decode_event(&parked.payload).map_err(|e| {
+                    QueryError::Corrupt(format!(
+                        "parked event {order_id} v{} no longer decodes: {e}",
+                        parked.version
+                    ))
+                })?;
+                if stored {
+                    unparked.push((order_id, parked.version));
+                }
+                tracing::info!(%order_id, version = parked.version, "parked event applied");
+                history.push(apply_event(
+                    progress,
+                    &meta,
+                    &event,
+                    parked.payload,
+                    parked.partition,
+                    parked.offset,
+                ));
+                summary.applied += 1;
+            }
+        }
+
+        let mut changed: Vec<(&OrderView, u64)> = vec![];
+        let mut announce = vec![];
+        for progress in orders.values() {
+            for (parked, stored) in progress.parked.values() {
+                if !stored {
+                    tx.park(topic, parked).await?;
+                }
+            }
+            if progress.dirty
+                && let Some(view) = &progress.view
+            {
+                announce.push((view.order_id, view.order.version));
+                changed.push((view, progress.loaded_version));
+            }
+        }
+        tx.save_orders(&changed).await?;
+        tx.append_history(topic, &history).await?;
+        tx.unpark(&unparked).await?;
+        if summary.applied > 0 {
+            tx.touch_meta(summary.applied).await?;
+        }
+        tx.notify(&announce).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Evolves the order by one event and returns its history record.
+fn apply_event(
+    progress: &mut Progress,
+    meta: &EventMeta,
+    event: &Event,
+    payload: Vec<u8>,
+    partition: i32,
+    offset: i64,
+) -> HistoryRecord {
+    let view = progress.view.get_or_insert_with(|| OrderView {
+        order_id: meta.order_id.as_uuid(),
+        order: Order::default(),
+        placed_at: meta.occurred_at,
+        updated_at: meta.occurred_at,
+    });
+    view.order = evolve(std::mem::take(&mut view.order), event);
+    debug_assert_eq!(view.order.version, meta.version);
+    if view.order.version == 1 {
+        view.placed_at = meta.occurred_at;
+    }
+    view.updated_at = meta.occurred_at;
+    progress.dirty = true;
+    HistoryRecord {
+        order_id: meta.order_id.as_uuid(),
+        version: meta.version,
+        event_id: meta.event_id,
+        event_type: event.type_name(),
+        payload,
+        occurred_at: meta.occurred_at,
+        correlation_id: meta.correlation_id.clone(),
+        causation_id: meta.causation_id.clone(),
+        partition,
+        offset,
+    }
+}
+
+/// Decodes a message into an event, or says why it must be dead-lettered.
+fn classify(message: &OwnedMessage) -> Item {
+    let event = (|| {
+        let payload = message.payload().ok_or("message has no value")?;
+        let (meta, event) = codec::decode_event(payload).map_err(|e| match e {
+            DecodeError::UnknownType => "unknown event type".to_owned(),
+            other => format!("undecodable value: {other}"),
+        })?;
+        let key = message.key().ok_or("message has no key")?;
+        let key_matches = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| OrderId::parse(k).ok())
+            .is_some_and(|k| k == meta.order_id);
+        if !key_matches {
+            return Err(format!(
+                "key {:?} does not match the envelope's order_id {}",
+                String::from_utf8_lossy(key),
+                meta.order_id
+            ));
+        }
+        Ok::<_, String>((meta, event, payload.to_vec()))
+    })();
+    match event {
+        Ok((meta, event, payload)) => Item::Event {
+            meta,
+            event,
+            payload,
+            partition: message.partition(),
+            offset: message.offset(),
+        },
+        Err(error) => Item::Dead(DeadLetter {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers_json: headers_json(message),
+            error,
+        }),
+    }
+}
+
+/// A message's headers as a JSON array, values as text when UTF-8, else base64.
+fn headers_json(message: &OwnedMessage) -> String {
+    let headers: Vec<serde_json::Value> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| match header.value {
+                    None => serde_json::json!({ "key": header.key }),
+                    Some(value) => match std::str::from_utf8(value) {
+                        Ok(text) => serde_json::json!({ "key": header.key, "value": text }),
+                        Err(_) => serde_json::json!({
+                            "key": header.key,
+                            "value_base64": STANDARD.encode(value),
+                        }),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::Value::Array(headers).to_string()
+}

@@ -1,0 +1,195 @@
+//! Read-your-writes wake-ups. One `PgListener` per process listens on the
+//! projection's NOTIFY channel and fans `order_id:version` announcements out
+//! to the requests waiting for those orders; nobody polls.
+//!
+//! A waiter subscribes *before* it reads the projected version, so a commit
+//! that lands between its read and its wait still wakes it. When the listener
+//! (re)connects, notifications may have been missed, so every waiter is woken
+//! to re-read.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::query::read_model::parse_notification;
+
+/// Orders that requests are waiting on, each with a wake-up channel.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectionWatch {
+    waiting: Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>,
+}
+
+/// Interest in one order; dropping it unregisters.
+#[derive(Debug)]
+pub struct Subscription {
+    order_id: Uuid,
+    receiver: Option<watch::Receiver<u64>>,
+    watch: ProjectionWatch,
+}
+
+impl Subscription {
+    /// Resolves at the next announcement for the order (or a forced wake-up).
+    pub async fn changed(&mut self) {
+        let receiver = self.receiver.as_mut().expect("present until drop");
+        if receiver.changed().await.is_err() {
+            // The sender lives in the map while we are subscribed; never closed.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut waiting = self.watch.waiting.lock().expect("watch lock");
+        if waiting
+            .get(&self.order_id)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            waiting.remove(&self.order_id);
+        }
+    }
+}
+
+impl ProjectionWatch {
+    /// Registers interest in `order_id`; do this before reading its version.
+    pub fn subscribe(&self, order_id: Uuid) -> Subscription {
+        let mut waiting = self.waiting.lock().expect("watch lock");
+        let receiver = waiting
+            .entry(order_id)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        Subscription {
+            order_id,
+            receiver: Some(receiver),
+            watch: self.clone(),
+        }
+    }
+
+    /// Wakes the waiters of the orders in one NOTIFY payload.
+    pub fn announce(&self, payload: &str) {
+        let waiting = self.waiting.lock().expect("watch lock");
+        if waiting.is_empty() {
+            return;
+        }
+        for (order_id, version) in parse_notification(payload) {
+            if let Some(sender) = waiting.get(&order_id) {
+                sender.send_modify(|v| *v = (*v).max(version));
+            }
+        }
+    }
+
+    /// Wakes every waiter so that it re-reads (announcements may have been lost).
+    pub fn wake_all(&self) {
+        for sender in self.waiting.lock().expect("watch lock").values() {
+            sender.send_modify(|_| {});
+        }
+    }
+
+    /// Number of orders being waited on.
+    pub fn waiting(&self) -> usize {
+        self.waiting.lock().expect("watch lock").len()
+    }
+
+    /// Listens on `channel` of `database_url` until `stop`, reconnecting as needed.
+    pub async fn listen(self, database_url: String, channel: String, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let connected = async {
+                let mut listener = PgListener::connect(&database_url).await?;
+                listener.listen(&channel).await?;
+                Ok::<_, sqlx::Error>(listener)
+            };
+            let mut listener = tokio::select! {
+                () = stop.cancelled() => break,
+                connected = connected => match connected {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::warn!(%error, "projection listener cannot connect; retrying");
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            backoff = Duration::from_millis(100);
+            tracing::debug!(%channel, "projection listener connected");
+            // Announcements made before LISTEN took effect were not heard.
+            self.wake_all();
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = listener.try_recv() => next,
+                };
+                match next {
+                    Ok(Some(notification)) => self.announce(notification.payload()),
+                    Ok(None) => {
+                        tracing::warn!("projection listener lost its connection; reconnected");
+                        self.wake_all();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "projection listener failed; reconnecting");
+                        self.wake_all();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_announcement_wakes_only_the_orders_waiters() {
+        let watch = ProjectionWatch::default();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut on_a = watch.subscribe(a);
+        let mut on_b = watch.subscribe(b);
+        watch.announce(&format!("{a}:2"));
+        tokio::time::timeout(Duration::from_secs(1), on_a.changed())
+            .await
+            .expect("a is woken");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), on_b.changed())
+                .await
+                .is_err(),
+            "b is not woken"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_announcement_before_the_wait_is_not_lost() {
+        let watch = ProjectionWatch::default();
+        let a = Uuid::now_v7();
+        let mut on_a = watch.subscribe(a);
+        watch.announce(&format!("{a}:1"));
+        tokio::time::timeout(Duration::from_secs(1), on_a.changed())
+            .await
+            .expect("the earlier announcement is seen");
+    }
+
+    #[test]
+    fn dropping_the_last_subscription_unregisters_the_order() {
+        let watch = ProjectionWatch::default();
+        let a = Uuid::now_v7();
+        let first = watch.subscribe(a);
+        let second = watch.subscribe(a);
+        drop(first);
+        assert_eq!(watch.waiting(), 1);
+        drop(second);
+        assert_eq!(watch.waiting(), 0);
+    }
+}

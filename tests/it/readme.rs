@@ -1,0 +1,151 @@
+//! The grpcurl guide in README.md is executed here, block by block, against
+//! both servers, so the documentation cannot rot.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use orders::{config::QuerySettings, query::app::Application as QueryApp};
+
+use crate::{command::TestCommand, support};
+
+/// One ```sh block of the README: a grpcurl command and what its output must hold.
+#[derive(Debug)]
+struct Example {
+    command: String,
+    expect: Vec<String>,
+    expect_code: Option<String>,
+}
+
+fn examples(readme: &str) -> Vec<Example> {
+    let mut out = Vec::new();
+    let mut block: Option<Vec<&str>> = None;
+    for line in readme.lines() {
+        match (&mut block, line.trim_end()) {
+            (None, "```sh") => block = Some(Vec::new()),
+            (Some(lines), "```") => {
+                let command = lines
+                    .iter()
+                    .filter(|l| !l.starts_with('#'))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let directive = |prefix: &str| {
+                    lines
+                        .iter()
+                        .filter_map(|l| l.strip_prefix(prefix))
+                        .map(|s| s.trim().to_owned())
+                        .collect::<Vec<_>>()
+                };
+                assert!(
+                    command.starts_with("grpcurl "),
+                    "README sh blocks are grpcurl calls: {command}"
+                );
+                out.push(Example {
+                    command,
+                    expect: directive("# expect:"),
+                    expect_code: directive("# expect-code:").pop(),
+                });
+                block = None;
+            }
+            (Some(lines), l) => lines.push(l),
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// gRPC status names as grpcurl prints them, by code number.
+const CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+#[tokio::test]
+async fn every_grpcurl_example_in_the_readme_works() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let examples = examples(&readme);
+    assert!(examples.len() >= 14, "found {} examples", examples.len());
+    let cmd = TestCommand::start().await;
+    let query_db = support::fresh_database("readme_q").await;
+    let query = QueryApp::build(QuerySettings::new(
+        query_db,
+        cmd.kafka.clone(),
+        support::unique("readme"),
+    ))
+    .await
+    .expect("build order-query");
+    let query_port = query.port();
+    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
+    let query_task = tokio::spawn(query.run_until_stopped(async {
+        let _ = query_stopped.await;
+    }));
+
+    for example in &examples {
+        let command = example
+            .command
+            .replace("127.0.0.1:50051", &format!("127.0.0.1:{}", cmd.port))
+            .replace("127.0.0.1:50052", &format!("127.0.0.1:{query_port}"));
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .output(),
+        )
+        .await
+        .expect("grpcurl finished in time")
+        .expect("run grpcurl (is it on PATH? scripts/dev env puts it there)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let code = output.status.code().unwrap_or(-1);
+        match &example.expect_code {
+            None => assert_eq!(code, 0, "{}\n{text}", example.command),
+            Some(name) => {
+                let number = CODES
+                    .iter()
+                    .position(|c| c == name)
+                    .expect("a gRPC code name");
+                assert_eq!(
+                    code,
+                    64 + number as i32,
+                    "expected {name}: {}\n{text}",
+                    example.command
+                );
+            }
+        }
+        for needle in &example.expect {
+            assert!(
+                text.contains(needle.as_str()),
+                "output lacks {needle}: {}\n{text}",
+                example.command
+            );
+        }
+    }
+    let _ = stop_query.send(());
+    query_task.await.unwrap().expect("order-query ran");
+    cmd.stop().await;
+}
+
+#[test]
+fn grpcurl_is_installed() {
+    let status = Command::new("grpcurl").arg("-version").output();
+    assert!(status.is_ok_and(|o| o.status.success()), "grpcurl on PATH");
+}
