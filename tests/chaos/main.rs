@@ -9,8 +9,9 @@ use std::{path::Path, process::Command, time::Duration};
 
 use orders::{
     command::app::Application,
-    config::CommandSettings,
+    config::{CommandSettings, QuerySettings},
     proto::{self, order_commands_client::OrderCommandsClient},
+    query::app::Application as QueryApp,
 };
 use tokio::sync::Mutex;
 
@@ -70,7 +71,8 @@ fn place(i: usize) -> proto::PlaceOrderRequest {
 }
 
 #[tokio::test]
-async fn commands_are_accepted_while_the_broker_is_down_and_the_backlog_drains_after() {
+async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_the_projection_after()
+ {
     let _broker = BROKER.lock().await;
     let database_url = support::fresh_database("chaos").await;
     let kafka = support::fresh_kafka("chaos");
@@ -83,6 +85,19 @@ async fn commands_are_accepted_while_the_broker_is_down_and_the_backlog_drains_a
         let _ = stopped.await;
     }));
     let pool = support::pool(&database_url).await;
+    let read_url = support::fresh_database("chaos_read").await;
+    let query = QueryApp::build(QuerySettings::new(
+        read_url.clone(),
+        kafka.clone(),
+        support::unique("chaos"),
+    ))
+    .await
+    .expect("build order-query");
+    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
+    let query_server = tokio::spawn(query.run_until_stopped(async {
+        let _ = query_stopped.await;
+    }));
+    let read_pool = support::pool(&read_url).await;
     let mut client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
         .await
         .expect("connect");
@@ -137,6 +152,20 @@ async fn commands_are_accepted_while_the_broker_is_down_and_the_backlog_drains_a
     stored.sort();
     assert_eq!(stored.len(), accepted);
     assert_eq!(keys, stored, "every stored event reached the topic");
+    support::wait_until(
+        Duration::from_secs(60),
+        "the projection to catch up",
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM read_model.order_view")
+                .fetch_one(&read_pool)
+                .await
+                .unwrap_or(0)
+                == accepted as i64
+        },
+    )
+    .await;
+    let _ = stop_query.send(());
+    query_server.await.unwrap().expect("order-query ran");
     let _ = stop.send(());
     server.await.unwrap().expect("order-command ran");
 }
