@@ -1,0 +1,194 @@
+"""The golden flow against the live servers (scripts/dev up)."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+import pytest
+
+import orders_client as oc
+from orders.v1 import commands_pb2, queries_pb2, queries_pb2_grpc, types_pb2
+
+DEADLINE = oc.DEADLINE
+
+
+@pytest.fixture(scope="module")
+def cmd():
+    with oc.channel(oc.command_addr()) as ch:
+        grpc.channel_ready_future(ch).result(timeout=DEADLINE)
+        yield oc.commands(ch)
+
+
+@pytest.fixture(scope="module")
+def qry():
+    with oc.channel(oc.query_addr()) as ch:
+        grpc.channel_ready_future(ch).result(timeout=DEADLINE)
+        yield oc.queries(ch)
+
+
+@pytest.fixture(scope="module")
+def customer_id() -> str:
+    # Unique per run: the database is shared with other runs.
+    return f"py-{oc.new_id()}"
+
+
+def line(product_id: str, quantity: int, unit_price_minor: int) -> types_pb2.OrderLine:
+    return types_pb2.OrderLine(product_id=product_id, quantity=quantity, unit_price_minor=unit_price_minor)
+
+
+def test_golden_flow(cmd, qry, customer_id):
+    order_id = oc.new_id()
+
+    # Place an order with two lines.
+    placed = cmd.PlaceOrder(
+        commands_pb2.PlaceOrderRequest(
+            request_id=oc.new_id(),
+            order_id=order_id,
+            customer_id=customer_id,
+            currency_code="EUR",
+            lines=[line("sku-1", 2, 1250), line("sku-2", 1, 999)],
+        ),
+        timeout=DEADLINE,
+    )
+    assert placed.order_id == order_id
+    assert placed.version == 1
+
+    # Add a line, with optimistic concurrency.
+    added = cmd.AddOrderLine(
+        commands_pb2.AddOrderLineRequest(
+            request_id=oc.new_id(), order_id=order_id, expected_version=1, line=line("sku-3", 3, 500)
+        ),
+        timeout=DEADLINE,
+    )
+    assert (added.order_id, added.version) == (order_id, 2)
+
+    # Confirm.
+    confirmed = cmd.ConfirmOrder(
+        commands_pb2.ConfirmOrderRequest(request_id=oc.new_id(), order_id=order_id, expected_version=2),
+        timeout=DEADLINE,
+    )
+    assert (confirmed.order_id, confirmed.version) == (order_id, 3)
+
+    # Read it back: read-your-writes with min_version.
+    got = qry.GetOrder(queries_pb2.GetOrderRequest(order_id=order_id, min_version=3), timeout=DEADLINE)
+    order = got.order
+    assert order.order_id == order_id
+    assert order.customer_id == customer_id
+    assert order.status == types_pb2.ORDER_STATUS_CONFIRMED
+    assert order.currency_code == "EUR"
+    assert order.version == 3
+    assert [(ln.product_id, ln.quantity, ln.unit_price_minor) for ln in order.lines] == [
+        ("sku-1", 2, 1250),
+        ("sku-2", 1, 999),
+        ("sku-3", 3, 500),
+    ]
+    assert order.total_minor == 2 * 1250 + 999 + 3 * 500
+    assert got.freshness.projected_version >= 3
+
+    # List the customer's orders.
+    listed = qry.ListOrders(
+        queries_pb2.ListOrdersRequest(customer_id=customer_id, page_size=10), timeout=DEADLINE
+    )
+    assert order_id in [o.order_id for o in listed.orders]
+    assert all(o.customer_id == customer_id for o in listed.orders)
+
+    # The history, oldest first.
+    history = qry.GetOrderHistory(queries_pb2.GetOrderHistoryRequest(order_id=order_id), timeout=DEADLINE)
+    assert [e.WhichOneof("event") for e in history.events] == [
+        "order_placed",
+        "order_line_added",
+        "order_confirmed",
+    ]
+    assert [e.version for e in history.events] == [1, 2, 3]
+    assert all(e.order_id == order_id for e in history.events)
+    assert history.events[1].order_line_added.line.product_id == "sku-3"
+
+
+def test_place_and_cancel(cmd, qry, customer_id):
+    placed = cmd.PlaceOrder(
+        commands_pb2.PlaceOrderRequest(
+            request_id=oc.new_id(),
+            customer_id=customer_id,  # no order_id: the server generates one
+            currency_code="EUR",
+            lines=[line("sku-9", 1, 4200)],
+        ),
+        timeout=DEADLINE,
+    )
+    assert placed.order_id
+    assert placed.version == 1
+
+    reason = "customer changed their mind"
+    cancelled = cmd.CancelOrder(
+        commands_pb2.CancelOrderRequest(request_id=oc.new_id(), order_id=placed.order_id, reason=reason),
+        timeout=DEADLINE,
+    )
+    assert (cancelled.order_id, cancelled.version) == (placed.order_id, 2)
+
+    got = qry.GetOrder(queries_pb2.GetOrderRequest(order_id=placed.order_id, min_version=2), timeout=DEADLINE)
+    assert got.order.status == types_pb2.ORDER_STATUS_CANCELLED
+    assert got.order.cancel_reason == reason
+    assert got.order.version == 2
+
+
+def test_retry_with_the_same_request_id_appends_nothing(cmd, customer_id):
+    req = commands_pb2.PlaceOrderRequest(
+        request_id=oc.new_id(),
+        order_id=oc.new_id(),
+        customer_id=customer_id,
+        currency_code="USD",
+        lines=[line("sku-1", 1, 100)],
+    )
+    first = cmd.PlaceOrder(req, timeout=DEADLINE)
+    again = cmd.PlaceOrder(req, timeout=DEADLINE)
+    assert (again.order_id, again.version) == (first.order_id, first.version) == (req.order_id, 1)
+
+
+def test_invalid_request_carries_bad_request_details(cmd, customer_id):
+    with pytest.raises(grpc.RpcError) as info:
+        cmd.PlaceOrder(
+            commands_pb2.PlaceOrderRequest(
+                request_id=oc.new_id(),
+                customer_id=customer_id,
+                currency_code="eur",
+                lines=[line("sku-1", 0, 100)],
+            ),
+            timeout=DEADLINE,
+        )
+    err = info.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    br = oc.bad_request(err)
+    assert br is not None, f"no google.rpc.BadRequest in the status details of {err!r}"
+    fields = {v.field: v.description for v in br.field_violations}
+    assert "currency_code" in fields, fields
+    assert "lines[0].quantity" in fields, fields
+    assert all(fields.values()), fields
+
+
+class _FlakyQueries(queries_pb2_grpc.OrderQueriesServicer):
+    """Answers UNAVAILABLE twice, then the order."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def GetOrder(self, request, context):
+        self.calls += 1
+        if self.calls <= 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "not yet")
+        return queries_pb2.GetOrderResponse(order=queries_pb2.Order(order_id=request.order_id))
+
+
+def test_service_config_retries_unavailable():
+    """The service config from proto/ is loaded: UNAVAILABLE is retried."""
+    fake = _FlakyQueries()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    queries_pb2_grpc.add_OrderQueriesServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with oc.channel(f"127.0.0.1:{port}") as ch:
+            got = oc.queries(ch).GetOrder(queries_pb2.GetOrderRequest(order_id="o-1"), timeout=DEADLINE)
+        assert got.order.order_id == "o-1"
+        assert fake.calls == 3, "attempts seen by the server (2 retried UNAVAILABLE)"
+    finally:
+        server.stop(grace=None)
