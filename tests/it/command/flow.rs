@@ -218,3 +218,38 @@ async fn the_event_store_refuses_updates_and_deletes() {
     assert_eq!(cmd.event_count().await, 1);
     cmd.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_whose_deadline_expired_is_applied_once_or_not_at_all_and_a_retry_settles_it() {
+    let mut cmd = TestCommand::start().await;
+    let place = proto::PlaceOrderRequest {
+        request_id: "deadline-1".into(),
+        order_id: uuid::Uuid::new_v4().to_string(),
+        lines: (0..100)
+            .map(|i| line(&format!("sku-{i}"), 1, 100))
+            .collect(),
+        ..place("hana")
+    };
+    let mut hurried = tonic::Request::new(place.clone());
+    hurried.set_timeout(std::time::Duration::from_millis(2));
+
+    let first = cmd.client.place_order(hurried).await;
+    let before_retry = cmd.event_count().await;
+    let retried = cmd
+        .client
+        .place_order(place.clone())
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert!(
+        first.is_ok()
+            || matches!(&first, Err(s) if matches!(s.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)),
+        "{first:?}"
+    );
+    assert!(before_retry <= 1, "never more than the one event");
+    assert_eq!(retried.version, 1);
+    assert_eq!(retried.order_id, place.order_id);
+    assert_eq!(cmd.event_count().await, 1, "applied exactly once");
+    cmd.stop().await;
+}
