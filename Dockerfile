@@ -1,0 +1,25 @@
+# One image with both servers (and orderctl); docker-compose.yml picks the
+# binary with `command:`.
+#   docker build -t orders:dev .
+#   docker run --rm orders:dev order-query   # needs Kafka + PostgreSQL, see compose
+
+FROM rust:1.95-bookworm AS build
+# protoc for tonic-prost-build; gcc/make for the bundled librdkafka are in the image.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler pkg-config \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bins \
+ && mkdir -p /out \
+ && find target/release -maxdepth 1 -type f -executable -exec cp {} /out/ \;
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home orders
+COPY --from=build /out/ /usr/local/bin/
+USER orders
+EXPOSE 50051 50052
+CMD ["order-command"]
