@@ -191,3 +191,44 @@ impl QuerySettings {
         }
     }
 }
+
+/// `orderctl` settings: both databases, the broker, and the query servers'
+/// consumer group, from the same variables as the servers. A subcommand
+/// fails with a clear message when a database it needs is not configured.
+#[derive(Debug, Clone, Args)]
+pub struct AdminSettings {
+    /// Write database (event store and outbox).
+    #[arg(long = "write-database-url", env = "ORDERS_WRITE_DATABASE_URL")]
+    pub write_database_url: Option<String>,
+    /// Read database (projection generations).
+    #[arg(long = "read-database-url", env = "ORDERS_READ_DATABASE_URL")]
+    pub read_database_url: Option<String>,
+    /// Kafka settings.
+    #[command(flatten)]
+    pub kafka: KafkaSettings,
+    /// Consumer group of the `order-query` instances; rebuilds use
+    /// `<group>-rebuild-g<N>`.
+    #[arg(
+        long = "consumer-group",
+        env = "ORDERS_CONSUMER_GROUP",
+        default_value = "order-query"
+    )]
+    pub consumer_group: String,
+}
+
+impl AdminSettings {
+    /// Settings for tests and embedding.
+    pub fn new(
+        write_database_url: impl Into<String>,
+        read_database_url: impl Into<String>,
+        kafka: KafkaSettings,
+        consumer_group: impl Into<String>,
+    ) -> Self {
+        Self {
+            write_database_url: Some(write_database_url.into()),
+            read_database_url: Some(read_database_url.into()),
+            kafka,
+            consumer_group: consumer_group.into(),
+        }
+    }
+}

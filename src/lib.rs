@@ -5,6 +5,7 @@
 //! a transactional outbox. The query side (`query`) projects the topic into
 //! read-optimised PostgreSQL tables and serves reads from them.
 
+pub mod admin;
 pub mod codec;
 pub mod command;
 pub mod config;

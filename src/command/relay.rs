@@ -15,7 +15,10 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
-use sqlx::{Connection, PgConnection, Row, postgres::PgListener};
+use sqlx::{
+    ConnectOptions, Connection, PgConnection, Row,
+    postgres::{PgConnectOptions, PgListener},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -109,7 +112,13 @@ impl Relay {
     }
 
     async fn try_lead(&mut self) -> Result<bool, RelayError> {
-        let mut conn = PgConnection::connect(&self.database_url).await?;
+        // Named, so that `orderctl status` can tell which process leads.
+        let mut conn = self
+            .database_url
+            .parse::<PgConnectOptions>()?
+            .application_name(&leader_application_name())
+            .connect()
+            .await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(RELAY_LOCK_KEY)
             .fetch_one(&mut conn)
@@ -236,6 +245,16 @@ impl Relay {
         self.resign().await;
         tracing::info!("relay stopped");
     }
+}
+
+/// `application_name` of the leader's lock connection: `orders-relay host=<h> pid=<p>`.
+pub fn leader_application_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host.trim().chars().take(32).collect();
+    format!("orders-relay host={host} pid={}", std::process::id())
 }
 
 /// A listener woken by every commit of the writer.

@@ -222,3 +222,23 @@ pub async fn append(
         .await?;
     Ok(())
 }
+
+/// Queues the stored events with positions in `from..=to` for publication once
+/// more, in position order, and notifies the relay (on commit when `conn` is in
+/// a transaction); returns how many. Consumers skip what they already applied.
+pub async fn republish(conn: &mut PgConnection, from: i64, to: i64) -> Result<u64, StoreError> {
+    let queued = sqlx::query(
+        "INSERT INTO outbox (event_position) \
+         SELECT position FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(queued)
+}

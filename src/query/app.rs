@@ -1,5 +1,6 @@
-//! Start-up of `order-query`: connect, migrate, bind, then serve gRPC and run
-//! the projector until shutdown.
+//! Start-up of `order-query`: connect, migrate, find the live projection
+//! generation, bind, then serve gRPC and run the projector until shutdown.
+//! Readers and the projector follow the live generation when a rebuild switches.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -14,9 +15,10 @@ use crate::{
     proto::order_queries_server::OrderQueriesServer,
     query::{
         QueryError,
+        generation::{Generations, LiveProjection},
         grpc::QueryService,
         projector::{Projector, ProjectorMetrics},
-        read_model::{DEFAULT_SCHEMA, ReadModel},
+        read_model::ReadModel,
         watch::ProjectionWatch,
     },
     server::{self, Health},
@@ -59,7 +61,7 @@ pub struct Application {
     settings: QuerySettings,
     listener: TcpListener,
     port: u16,
-    read_model: ReadModel,
+    live: LiveProjection,
     projector: Option<Projector>,
     metrics: Option<Arc<ProjectorMetrics>>,
     watch: ProjectionWatch,
@@ -67,16 +69,21 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL, applies the read migrations, binds the listener
-    /// and, unless disabled, joins the consumer group.
+    /// Connects to PostgreSQL, applies the read migrations to the live
+    /// generation (`read_model`, generation 1, in a new database), binds the
+    /// listener and, unless disabled, joins the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(&settings.database_url)
             .await?;
-        let read_model = ReadModel::new(pool, DEFAULT_SCHEMA)?;
-        read_model.migrate().await?;
+        let generations = Generations::new(pool.clone());
+        let live = generations.bootstrap().await?;
+        tracing::info!(generation = live.generation, schema = %live.schema, "live projection generation");
+        ReadModel::new(pool, &live.schema)?.migrate().await?;
+        let live = LiveProjection::load(generations).await?;
+        let read_model = live.read_model();
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let port = listener.local_addr()?.port();
         let projector = if settings.projector {
@@ -84,7 +91,7 @@ impl Application {
             if let Err(error) = kafka::ensure_topic(&settings.kafka).await {
                 tracing::warn!(%error, topic = %settings.kafka.topic, "cannot ensure the topic exists");
             }
-            Some(Projector::new(&settings, read_model.clone())?)
+            Some(Projector::following(&settings, live.clone())?)
         } else {
             None
         };
@@ -95,9 +102,9 @@ impl Application {
             projector,
             metrics,
             watch: ProjectionWatch::default(),
-            probe: DependencyProbe::new(&settings, read_model.clone())?,
+            probe: DependencyProbe::new(&settings, read_model)?,
             settings,
-            read_model,
+            live,
         })
     }
 
@@ -106,9 +113,14 @@ impl Application {
         self.port
     }
 
-    /// The projection this server reads and writes.
-    pub fn read_model(&self) -> &ReadModel {
-        &self.read_model
+    /// The projection this server reads and writes now (the live generation).
+    pub fn read_model(&self) -> ReadModel {
+        self.live.read_model()
+    }
+
+    /// The live generation as this server follows it.
+    pub fn live_projection(&self) -> LiveProjection {
+        self.live.clone()
     }
 
     /// The read-your-writes waiters of this server.
@@ -131,7 +143,7 @@ impl Application {
             settings,
             listener,
             port,
-            read_model,
+            live,
             projector,
             watch,
             probe,
@@ -141,7 +153,7 @@ impl Application {
 
         let listening = tokio::spawn(watch.clone().listen(
             settings.database_url.clone(),
-            read_model.channel().to_owned(),
+            live.clone(),
             stop.clone(),
         ));
         let projecting = projector.map(|projector| tokio::spawn(projector.run(stop.clone())));
@@ -154,7 +166,7 @@ impl Application {
         });
 
         let service = QueryService::new(
-            read_model,
+            live,
             watch,
             Duration::from_millis(settings.max_wait_ms),
             settings.server.request_timeout(),

@@ -52,9 +52,23 @@ pub enum QueryError {
     /// A stored row does not hold what the projector writes.
     #[error("corrupt read model: {0}")]
     Corrupt(String),
+    /// The projection generation is no longer in the state the write expects
+    /// (a rebuild switched, or it was retired); nothing was written.
+    #[error("projection generation {0} is no longer writable")]
+    GenerationClosed(i32),
 }
 
 impl QueryError {
+    /// Whether a read failed because its generation's schema is gone (dropped
+    /// after a switch): the read is retried on the live generation.
+    pub fn is_generation_gone(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("42P01" | "3F000"))
+        )
+    }
+
     /// An invalid request field.
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
         Self::InvalidArgument {

@@ -1,7 +1,13 @@
-//! The gRPC edge of the query side: parses requests, reads the read model,
-//! and answers with freshness in the body and in response metadata.
+//! The gRPC edge of the query side: parses requests, reads the live
+//! generation of the read model, and answers with freshness in the body and in
+//! response metadata.
+//!
+//! Each request reads the generation that is live when it starts, to the end,
+//! so a switch never splits one answer across two generations. Should that
+//! generation's schema vanish under it (dropped after a switch this process
+//! had not yet heard of), the request is retried once on the live one.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::time::Instant;
@@ -15,6 +21,7 @@ use crate::{
     proto::{self, order_queries_server::OrderQueries},
     query::{
         QueryError,
+        generation::LiveProjection,
         page_token::{self, ListFilter, OrdersCursor},
         read_model::{OrderView, ReadModel, status_name},
         watch::ProjectionWatch,
@@ -27,10 +34,10 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Largest page; larger requests are clamped to it.
 pub const MAX_PAGE_SIZE: u32 = 500;
 
-/// `orders.v1.OrderQueries` over the read model.
+/// `orders.v1.OrderQueries` over the live generation of the read model.
 #[derive(Debug, Clone)]
 pub struct QueryService {
-    read_model: ReadModel,
+    live: LiveProjection,
     watch: ProjectionWatch,
     max_wait: Duration,
     request_timeout: Duration,
@@ -38,20 +45,20 @@ pub struct QueryService {
 }
 
 impl QueryService {
-    /// A service reading `read_model`, waking `min_version` waiters through `watch`.
+    /// A service reading the `live` generation, waking `min_version` waiters through `watch`.
     ///
     /// A `min_version` wait lasts at most `max_wait`, ends early enough to
     /// answer within the caller's deadline and the server's `request_timeout`,
     /// and ends at once when `stopping` is cancelled (shutdown drains quickly).
     pub fn new(
-        read_model: ReadModel,
+        live: LiveProjection,
         watch: ProjectionWatch,
         max_wait: Duration,
         request_timeout: Duration,
         stopping: CancellationToken,
     ) -> Self {
         Self {
-            read_model,
+            live,
             watch,
             max_wait,
             request_timeout,
@@ -59,21 +66,41 @@ impl QueryService {
         }
     }
 
+    /// Runs `read` on the live generation; if its schema vanished meanwhile,
+    /// refreshes the live generation and runs it once more.
+    async fn on_live<T, F, Fut>(&self, read: F) -> Result<T, QueryError>
+    where
+        F: Fn(ReadModel) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
+        match read(self.live.read_model()).await {
+            Err(error) if error.is_generation_gone() => {
+                tracing::info!(%error, "generation gone under a read; retrying on the live one");
+                self.live.refresh().await?;
+                read(self.live.read_model()).await
+            }
+            other => other,
+        }
+    }
+
     async fn get_order(
         &self,
-        request: proto::GetOrderRequest,
+        read_model: ReadModel,
+        request: &proto::GetOrderRequest,
         deadline: Instant,
     ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
         let order_id = parse_order_id(&request.order_id)?;
-        let view = match request.min_version.filter(|&v| v > 0) {
-            None => self
-                .read_model
-                .get_order(order_id)
-                .await?
-                .ok_or(QueryError::NotFound(order_id))?,
+        let (view, read_model) = match request.min_version.filter(|&v| v > 0) {
+            None => (
+                read_model
+                    .get_order(order_id)
+                    .await?
+                    .ok_or(QueryError::NotFound(order_id))?,
+                read_model,
+            ),
             Some(wanted) => self.wait_for(order_id, wanted, deadline).await?,
         };
-        let projected_at = self.read_model.projected_at().await?;
+        let projected_at = read_model.projected_at().await?;
         let version = view.order.version;
         Ok(respond(
             proto::GetOrderResponse {
@@ -85,20 +112,22 @@ impl QueryService {
         ))
     }
 
-    /// Reads the order until it reaches `wanted`, sleeping between NOTIFYs, until `deadline`.
+    /// Reads the order until it reaches `wanted`, sleeping between NOTIFYs, until
+    /// `deadline`; each read is of the generation live at that moment, which is returned.
     async fn wait_for(
         &self,
         order_id: Uuid,
         wanted: u64,
         deadline: Instant,
-    ) -> Result<OrderView, QueryError> {
+    ) -> Result<(OrderView, ReadModel), QueryError> {
         // Subscribe before reading: a commit after the read still wakes us.
         let mut subscription = self.watch.subscribe(order_id);
         loop {
-            let view = self.read_model.get_order(order_id).await?;
+            let read_model = self.live.read_model();
+            let view = read_model.get_order(order_id).await?;
             let projected = view.as_ref().map_or(0, |v| v.order.version);
             if let Some(view) = view.filter(|v| v.order.version >= wanted) {
-                return Ok(view);
+                return Ok((view, read_model));
             }
             if Instant::now() >= deadline || self.stopping.is_cancelled() {
                 return Err(QueryError::NotYetProjected {
@@ -117,12 +146,14 @@ impl QueryService {
 
     async fn list_orders(
         &self,
-        request: proto::ListOrdersRequest,
+        read_model: ReadModel,
+        request: &proto::ListOrdersRequest,
     ) -> Result<Response<proto::ListOrdersResponse>, QueryError> {
         let customer_id = request
             .customer_id
+            .as_ref()
             .map(|c| {
-                CustomerId::parse(&c)
+                CustomerId::parse(c)
                     .map(|c| c.as_str().to_owned())
                     .map_err(|e| QueryError::invalid("customer_id", e.0))
             })
@@ -142,10 +173,7 @@ impl QueryService {
             )
         };
         let size = page_size(request.page_size);
-        let mut views = self
-            .read_model
-            .list_orders(&filter, cursor, size + 1)
-            .await?;
+        let mut views = read_model.list_orders(&filter, cursor, size + 1).await?;
         let next_page_token = next_token(&mut views, size, |last| {
             page_token::encode_orders(
                 &filter,
@@ -155,7 +183,7 @@ impl QueryService {
                 },
             )
         });
-        let projected_at = self.read_model.projected_at().await?;
+        let projected_at = read_model.projected_at().await?;
         Ok(respond(
             proto::ListOrdersResponse {
                 orders: views.iter().map(order_to_proto).collect(),
@@ -169,7 +197,8 @@ impl QueryService {
 
     async fn get_order_history(
         &self,
-        request: proto::GetOrderHistoryRequest,
+        read_model: ReadModel,
+        request: &proto::GetOrderHistoryRequest,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, QueryError> {
         let order_id = parse_order_id(&request.order_id)?;
         let after = if request.page_token.is_empty() {
@@ -178,13 +207,12 @@ impl QueryService {
             page_token::decode_history(&request.page_token, order_id)
                 .map_err(|e| QueryError::invalid("page_token", e.to_string()))?
         };
-        let version = self
-            .read_model
+        let version = read_model
             .order_version(order_id)
             .await?
             .ok_or(QueryError::NotFound(order_id))?;
         let size = page_size(request.page_size);
-        let mut rows = self.read_model.history(order_id, after, size + 1).await?;
+        let mut rows = read_model.history(order_id, after, size + 1).await?;
         let next_page_token = next_token(&mut rows, size, |&(version, _)| {
             page_token::encode_history(order_id, version)
         });
@@ -196,7 +224,7 @@ impl QueryService {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let projected_at = self.read_model.projected_at().await?;
+        let projected_at = read_model.projected_at().await?;
         Ok(respond(
             proto::GetOrderHistoryResponse {
                 events,
@@ -228,7 +256,10 @@ impl OrderQueries for QueryService {
     ) -> Result<Response<proto::GetOrderResponse>, Status> {
         record_span(&request, &request.get_ref().order_id);
         let deadline = self.deadline(&request);
-        Ok(self.get_order(request.into_inner(), deadline).await?)
+        let request = request.into_inner();
+        Ok(self
+            .on_live(|read_model| self.get_order(read_model, &request, deadline))
+            .await?)
     }
 
     async fn list_orders(
@@ -236,7 +267,10 @@ impl OrderQueries for QueryService {
         request: Request<proto::ListOrdersRequest>,
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
         record_span(&request, "");
-        Ok(self.list_orders(request.into_inner()).await?)
+        let request = request.into_inner();
+        Ok(self
+            .on_live(|read_model| self.list_orders(read_model, &request))
+            .await?)
     }
 
     async fn get_order_history(
@@ -244,7 +278,10 @@ impl OrderQueries for QueryService {
         request: Request<proto::GetOrderHistoryRequest>,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, Status> {
         record_span(&request, &request.get_ref().order_id);
-        Ok(self.get_order_history(request.into_inner()).await?)
+        let request = request.into_inner();
+        Ok(self
+            .on_live(|read_model| self.get_order_history(read_model, &request))
+            .await?)
     }
 }
 

@@ -5,11 +5,14 @@
 //! - `grpc`: the edge; parses requests, maps results and errors to gRPC.
 //! - `projector`: Kafka → tables, one transaction per batch with the positions.
 //! - `read_model`: every SQL statement of the read database, in one schema.
+//! - `generation`: the generations of the projection and the live one; a
+//!   rebuild fills a new generation beside the live one and switches atomically.
 //! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 
 pub mod app;
 pub mod error;
+pub mod generation;
 pub mod grpc;
 pub mod page_token;
 pub mod projector;
@@ -18,5 +21,6 @@ pub mod watch;
 
 pub use app::Application;
 pub use error::QueryError;
+pub use generation::{Generations, LiveProjection};
 pub use projector::{Projector, ProjectorMetrics, StepOutcome};
 pub use read_model::ReadModel;

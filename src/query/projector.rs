@@ -16,6 +16,15 @@
 //! stored position from the value the batch started from (a fence). If
 //! another owner moved it, the transaction is rolled back and the partition
 //! is sought back to the stored position.
+//!
+//! Generations: the query servers' projector follows the live generation
+//! (`Projector::following`); a rebuild's projector fills one generation while
+//! it is being built (`Projector::building`). Each batch checks, in its own
+//! transaction, that its generation is still in that state (see
+//! `generation`); a follower that finds its generation retired moves to the
+//! live one and resumes from the positions stored there. The same apply path
+//! serves events read from the event store (`apply_stored`) and dead letters
+//! replayed by an operator (`replay_dead_letter`).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -43,7 +52,10 @@ use crate::{
     kafka,
     query::{
         QueryError,
-        read_model::{DeadLetter, HistoryRecord, OrderView, ParkedEvent, ReadModel},
+        generation::{GenerationState, LiveProjection, WriteCondition},
+        read_model::{
+            DeadLetter, EventOrigin, HistoryRecord, OrderView, ParkedEvent, ProjectionTx, ReadModel,
+        },
     },
 };
 
@@ -110,6 +122,12 @@ pub enum StepOutcome {
         /// The partitions of the abandoned batch.
         partitions: Vec<i32>,
     },
+    /// The live generation changed: nothing was written, and every assigned
+    /// partition is sought to its position stored in the new generation.
+    Switched {
+        /// The generation now written.
+        generation: i32,
+    },
 }
 
 /// Counts of one committed batch.
@@ -167,10 +185,32 @@ impl ConsumerContext for ProjectorContext {
     }
 }
 
+/// Which generation a projector writes.
+enum Target {
+    /// The given read model, whatever the control table says (tests, tools).
+    Fixed,
+    /// The live generation, followed across switches.
+    Live(LiveProjection),
+    /// A generation while it is being built; its writes stop once it is not.
+    Building(i32),
+}
+
+/// What became of a batch's transaction.
+enum Written {
+    Committed,
+    /// Another owner had moved a position; rolled back.
+    Fenced,
+    /// The generation is no longer in the state the projector writes it in; rolled back.
+    Closed,
+}
+
 /// Projects the events topic into the read model, one batch per `step`.
 pub struct Projector {
     consumer: StreamConsumer<ProjectorContext>,
     read_model: ReadModel,
+    target: Target,
+    /// The condition every batch's transaction checks (none for `Target::Fixed`).
+    condition: Option<WriteCondition>,
     topic: String,
     rebalances: Arc<Mutex<Rebalances>>,
     /// Positioned partitions and their next offset (`None`: nothing stored, from the start).
@@ -186,8 +226,7 @@ enum Item {
         meta: EventMeta,
         event: Event,
         payload: Vec<u8>,
-        partition: i32,
-        offset: i64,
+        origin: EventOrigin,
     },
     Dead(DeadLetter),
 }
@@ -209,8 +248,52 @@ impl Progress {
 }
 
 impl Projector {
-    /// A consumer of `settings.kafka.topic` in `settings.consumer_group`, writing to `read_model`.
+    /// A consumer of `settings.kafka.topic` in `settings.consumer_group`, writing
+    /// to `read_model` whatever its generation's state.
     pub fn new(settings: &QuerySettings, read_model: ReadModel) -> Result<Self, QueryError> {
+        Self::with_target(settings, read_model, Target::Fixed, None)
+    }
+
+    /// A projector of the query servers: writes the live generation and follows
+    /// it when a rebuild switches.
+    pub fn following(settings: &QuerySettings, live: LiveProjection) -> Result<Self, QueryError> {
+        let condition = WriteCondition {
+            generation: live.generation(),
+            state: GenerationState::Live,
+        };
+        Self::with_target(
+            settings,
+            live.read_model(),
+            Target::Live(live),
+            Some(condition),
+        )
+    }
+
+    /// A rebuild's projector: writes `read_model`, generation `generation`, as
+    /// long as it is being built.
+    pub fn building(
+        settings: &QuerySettings,
+        read_model: ReadModel,
+        generation: i32,
+    ) -> Result<Self, QueryError> {
+        let condition = WriteCondition {
+            generation,
+            state: GenerationState::Building,
+        };
+        Self::with_target(
+            settings,
+            read_model,
+            Target::Building(generation),
+            Some(condition),
+        )
+    }
+
+    fn with_target(
+        settings: &QuerySettings,
+        read_model: ReadModel,
+        target: Target,
+        condition: Option<WriteCondition>,
+    ) -> Result<Self, QueryError> {
         let topic = settings.kafka.topic.clone();
         let rebalances = Arc::new(Mutex::new(Rebalances::default()));
         let context = ProjectorContext {
@@ -231,6 +314,8 @@ impl Projector {
         Ok(Self {
             consumer,
             read_model,
+            target,
+            condition,
             topic,
             rebalances,
             positions: HashMap::new(),
@@ -242,6 +327,11 @@ impl Projector {
     /// The projector's counters.
     pub fn metrics(&self) -> Arc<ProjectorMetrics> {
         self.metrics.clone()
+    }
+
+    /// The read model this projector writes now.
+    pub fn read_model(&self) -> &ReadModel {
+        &self.read_model
     }
 
     /// Polls one batch (waiting at most 500 ms for its first message), applies it
@@ -302,6 +392,14 @@ impl Projector {
 
     /// One step whose wait for the first message ends early on `stop`.
     async fn step_until(&mut self, stop: &CancellationToken) -> Result<StepOutcome, QueryError> {
+        if let Target::Live(live) = &self.target
+            && Some(live.generation()) != self.condition.map(|c| c.generation)
+        {
+            // This process already switched (NOTIFY): follow before polling.
+            let generation = live.generation();
+            self.retarget(generation, live.read_model());
+            return Ok(StepOutcome::Switched { generation });
+        }
         self.note_rebalances();
         self.position_partitions().await?;
         let batch = self.poll(stop).await?;
@@ -323,6 +421,22 @@ impl Projector {
             self.positions.remove(&partition);
             self.unpositioned.insert(partition);
         }
+    }
+
+    /// Writes `read_model` (generation `generation`) from now on: every assigned
+    /// partition is sought to its position stored there.
+    fn retarget(&mut self, generation: i32, read_model: ReadModel) {
+        tracing::info!(
+            generation,
+            schema = %read_model.schema(),
+            "projector writes the new live generation"
+        );
+        self.read_model = read_model;
+        if let Some(condition) = &mut self.condition {
+            condition.generation = generation;
+        }
+        let positioned: Vec<i32> = self.positions.keys().copied().collect();
+        self.rewind(positioned);
     }
 
     /// Forgets what the projector knew of `partitions`; they are sought again.
@@ -429,8 +543,12 @@ impl Projector {
         }
         let partitions: Vec<i32> = advances.keys().copied().collect();
         match self.write(&advances, items, &mut summary).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Written::Committed) => {}
+            Ok(Written::Closed) => {
+                self.rewind(partitions);
+                return self.generation_closed().await;
+            }
+            Ok(Written::Fenced) => {
                 ProjectorMetrics::add(&self.metrics.fenced_total, 1);
                 tracing::warn!(
                     ?partitions,
@@ -462,15 +580,39 @@ impl Projector {
         Ok(StepOutcome::Applied(summary))
     }
 
-    /// The batch's transaction; `Ok(false)` when a position fence failed (rolled back).
+    /// The generation written is no longer in the state this projector writes
+    /// it in: a follower moves to the live generation, a rebuild's projector stops.
+    async fn generation_closed(&mut self) -> Result<StepOutcome, QueryError> {
+        match &self.target {
+            Target::Live(live) => {
+                live.refresh().await?;
+                let generation = live.generation();
+                let read_model = live.read_model();
+                self.retarget(generation, read_model);
+                Ok(StepOutcome::Switched { generation })
+            }
+            Target::Building(generation) => Err(QueryError::GenerationClosed(*generation)),
+            Target::Fixed => unreachable!("a fixed target has no write condition"),
+        }
+    }
+
+    /// The batch's transaction, rolled back when a position fence or the
+    /// generation's state says another writer owns the work.
     async fn write(
         &self,
         advances: &BTreeMap<i32, (Option<i64>, i64)>,
         items: Vec<Item>,
         summary: &mut BatchSummary,
-    ) -> Result<bool, QueryError> {
+    ) -> Result<Written, QueryError> {
         let topic = self.topic.as_str();
         let mut tx = self.read_model.begin().await?;
+        // The generation first: a switch waits for this batch, or this batch for the switch.
+        if let Some(condition) = self.condition
+            && !tx.holds(condition).await?
+        {
+            tx.rollback().await?;
+            return Ok(Written::Closed);
+        }
         // Partitions in ascending order, so that two owners never deadlock.
         for (&partition, &(expected, next)) in advances {
             if !tx
@@ -478,141 +620,150 @@ impl Projector {
                 .await?
             {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(Written::Fenced);
             }
         }
+        let gaps_before = self.metrics.gaps_total.load(Ordering::Relaxed);
+        apply_items(&mut tx, topic, items, summary, gaps_before).await?;
+        tx.commit().await?;
+        Ok(Written::Committed)
+    }
+}
 
-        let mut order_ids: Vec<Uuid> = items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Event { meta, .. } => Some(meta.order_id.as_uuid()),
-                Item::Dead(_) => None,
-            })
-            .collect();
-        order_ids.sort_unstable();
-        order_ids.dedup();
-        let mut views = tx.load_orders(&order_ids).await?;
-        let mut orders: HashMap<Uuid, Progress> = order_ids
-            .iter()
-            .map(|id| {
-                let view = views.remove(id);
-                let progress = Progress {
-                    loaded_version: view.as_ref().map_or(0, |v| v.order.version),
-                    view,
-                    parked: BTreeMap::new(),
-                    dirty: false,
-                };
-                (*id, progress)
-            })
-            .collect();
-        for parked in tx.load_parked(&order_ids).await? {
-            if let Some(progress) = orders.get_mut(&parked.order_id) {
-                progress.parked.insert(parked.version, (parked, true));
-            }
-        }
-
-        let mut history = vec![];
-        let mut unparked = vec![];
-        for item in items {
-            let (meta, event, payload, partition, offset) = match item {
-                Item::Dead(letter) => {
-                    tracing::warn!(
-                        partition = letter.partition,
-                        offset = letter.offset,
-                        error = %letter.error,
-                        "message dead-lettered"
-                    );
-                    tx.dead_letter(topic, &letter).await?;
-                    summary.dead_lettered += 1;
-                    continue;
-                }
-                Item::Event {
-                    meta,
-                    event,
-                    payload,
-                    partition,
-                    offset,
-                } => (meta, event, payload, partition, offset),
+/// Applies decoded items in `tx`: duplicates skipped, the next version applied
+/// (with any parked successors), later versions parked, dead letters stored.
+async fn apply_items(
+    tx: &mut ProjectionTx,
+    topic: &str,
+    items: Vec<Item>,
+    summary: &mut BatchSummary,
+    gaps_before: u64,
+) -> Result<(), QueryError> {
+    let applied_before = summary.applied;
+    let mut order_ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Event { meta, .. } => Some(meta.order_id.as_uuid()),
+            Item::Dead(_) => None,
+        })
+        .collect();
+    order_ids.sort_unstable();
+    order_ids.dedup();
+    let mut views = tx.load_orders(&order_ids).await?;
+    let mut orders: HashMap<Uuid, Progress> = order_ids
+        .iter()
+        .map(|id| {
+            let view = views.remove(id);
+            let progress = Progress {
+                loaded_version: view.as_ref().map_or(0, |v| v.order.version),
+                view,
+                parked: BTreeMap::new(),
+                dirty: false,
             };
-            let order_id = meta.order_id.as_uuid();
-            let progress = orders.get_mut(&order_id).expect("loaded above");
-            let projected = progress.version();
-            if meta.version <= projected || progress.parked.contains_key(&meta.version) {
-                summary.duplicates += 1;
-                continue;
-            }
-            if meta.version > projected + 1 {
+            (*id, progress)
+        })
+        .collect();
+    for parked in tx.load_parked(&order_ids).await? {
+        if let Some(progress) = orders.get_mut(&parked.order_id) {
+            progress.parked.insert(parked.version, (parked, true));
+        }
+    }
+
+    let mut history = vec![];
+    let mut unparked = vec![];
+    for item in items {
+        let (meta, event, payload, origin) = match item {
+            Item::Dead(letter) => {
                 tracing::warn!(
-                    %order_id,
-                    version = meta.version,
-                    projected_version = projected,
-                    projector_gaps_total = self.metrics.gaps_total.load(Ordering::Relaxed) + summary.parked + 1,
-                    "gap: event parked until the missing versions arrive"
+                    partition = letter.partition,
+                    offset = letter.offset,
+                    error = %letter.error,
+                    "message dead-lettered"
                 );
-                let parked = ParkedEvent {
-                    order_id,
-                    version: meta.version,
-                    payload,
-                    partition,
-                    offset,
-                };
-                progress.parked.insert(meta.version, (parked, false));
-                summary.parked += 1;
+                tx.dead_letter(topic, &letter).await?;
+                summary.dead_lettered += 1;
                 continue;
             }
+            Item::Event {
+                meta,
+                event,
+                payload,
+                origin,
+            } => (meta, event, payload, origin),
+        };
+        let order_id = meta.order_id.as_uuid();
+        let progress = orders.get_mut(&order_id).expect("loaded above");
+        let projected = progress.version();
+        if meta.version <= projected || progress.parked.contains_key(&meta.version) {
+            summary.duplicates += 1;
+            continue;
+        }
+        if meta.version > projected + 1 {
+            tracing::warn!(
+                %order_id,
+                version = meta.version,
+                projected_version = projected,
+                projector_gaps_total = gaps_before + summary.parked + 1,
+                "gap: event parked until the missing versions arrive"
+            );
+            let parked = ParkedEvent {
+                order_id,
+                version: meta.version,
+                payload,
+                origin,
+            };
+            progress.parked.insert(meta.version, (parked, false));
+            summary.parked += 1;
+            continue;
+        }
+        history.push(apply_event(progress, &meta, &event, payload, origin));
+        summary.applied += 1;
+        // The gap may have closed: apply the parked successors in order.
+        while let Some((parked, stored)) = progress.parked.remove(&(progress.version() + 1)) {
+            let (meta, event) = codec::decode_event(&parked.payload).map_err(|e| {
+                QueryError::Corrupt(format!(
+                    "parked event {order_id} v{} no longer decodes: {e}",
+                    parked.version
+                ))
+            })?;
+            if stored {
+                unparked.push((order_id, parked.version));
+            }
+            tracing::info!(%order_id, version = parked.version, "parked event applied");
             history.push(apply_event(
-                progress, &meta, &event, payload, partition, offset,
+                progress,
+                &meta,
+                &event,
+                parked.payload,
+                parked.origin,
             ));
             summary.applied += 1;
-            // The gap may have closed: apply the parked successors in order.
-            while let Some((parked, stored)) = progress.parked.remove(&(progress.version() + 1)) {
-                let (meta, event) = codec::decode_event(&parked.payload).map_err(|e| {
-                    QueryError::Corrupt(format!(
-                        "parked event {order_id} v{} no longer decodes: {e}",
-                        parked.version
-                    ))
-                })?;
-                if stored {
-                    unparked.push((order_id, parked.version));
-                }
-                tracing::info!(%order_id, version = parked.version, "parked event applied");
-                history.push(apply_event(
-                    progress,
-                    &meta,
-                    &event,
-                    parked.payload,
-                    parked.partition,
-                    parked.offset,
-                ));
-                summary.applied += 1;
-            }
         }
-
-        let mut changed: Vec<(&OrderView, u64)> = vec![];
-        let mut announce = vec![];
-        for progress in orders.values() {
-            for (parked, stored) in progress.parked.values() {
-                if !stored {
-                    tx.park(topic, parked).await?;
-                }
-            }
-            if progress.dirty
-                && let Some(view) = &progress.view
-            {
-                announce.push((view.order_id, view.order.version));
-                changed.push((view, progress.loaded_version));
-            }
-        }
-        tx.save_orders(&changed).await?;
-        tx.append_history(topic, &history).await?;
-        tx.unpark(&unparked).await?;
-        if summary.applied > 0 {
-            tx.touch_meta(summary.applied).await?;
-        }
-        tx.notify(&announce).await?;
-        tx.commit().await?;
-        Ok(true)
     }
+
+    let mut changed: Vec<(&OrderView, u64)> = vec![];
+    let mut announce = vec![];
+    for progress in orders.values() {
+        for (parked, stored) in progress.parked.values() {
+            if !stored {
+                tx.park(topic, parked).await?;
+            }
+        }
+        if progress.dirty
+            && let Some(view) = &progress.view
+        {
+            announce.push((view.order_id, view.order.version));
+            changed.push((view, progress.loaded_version));
+        }
+    }
+    tx.save_orders(&changed).await?;
+    tx.append_history(topic, &history).await?;
+    tx.unpark(&unparked).await?;
+    if summary.applied > applied_before {
+        tx.touch_meta(summary.applied - applied_before).await?;
+    }
+    tx.notify(&announce).await?;
+    Ok(())
 }
 
 /// Evolves the order by one event and returns its history record.
@@ -621,8 +772,7 @@ fn apply_event(
     meta: &EventMeta,
     event: &Event,
     payload: Vec<u8>,
-    partition: i32,
-    offset: i64,
+    origin: EventOrigin,
 ) -> HistoryRecord {
     let view = progress.view.get_or_insert_with(|| OrderView {
         order_id: meta.order_id.as_uuid(),
@@ -646,40 +796,21 @@ fn apply_event(
         occurred_at: meta.occurred_at,
         correlation_id: meta.correlation_id.clone(),
         causation_id: meta.causation_id.clone(),
-        partition,
-        offset,
+        origin,
     }
 }
 
 /// Decodes a message into an event, or says why it must be dead-lettered.
 fn classify(message: &OwnedMessage) -> Item {
-    let event = (|| {
-        let payload = message.payload().ok_or("message has no value")?;
-        let (meta, event) = codec::decode_event(payload).map_err(|e| match e {
-            DecodeError::UnknownType => "unknown event type".to_owned(),
-            other => format!("undecodable value: {other}"),
-        })?;
-        let key = message.key().ok_or("message has no key")?;
-        let key_matches = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| OrderId::parse(k).ok())
-            .is_some_and(|k| k == meta.order_id);
-        if !key_matches {
-            return Err(format!(
-                "key {:?} does not match the envelope's order_id {}",
-                String::from_utf8_lossy(key),
-                meta.order_id
-            ));
-        }
-        Ok::<_, String>((meta, event, payload.to_vec()))
-    })();
-    match event {
+    match decode_message(message.key(), message.payload()) {
         Ok((meta, event, payload)) => Item::Event {
             meta,
             event,
             payload,
-            partition: message.partition(),
-            offset: message.offset(),
+            origin: EventOrigin::Kafka {
+                partition: message.partition(),
+                offset: message.offset(),
+            },
         },
         Err(error) => Item::Dead(DeadLetter {
             partition: message.partition(),
@@ -690,6 +821,145 @@ fn classify(message: &OwnedMessage) -> Item {
             error,
         }),
     }
+}
+
+/// The event in a message's value, checked against its key, or why it cannot be applied.
+fn decode_message(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Result<(EventMeta, Event, Vec<u8>), String> {
+    let payload = payload.ok_or("message has no value")?;
+    let (meta, event) = codec::decode_event(payload).map_err(|e| match e {
+        DecodeError::UnknownType => "unknown event type".to_owned(),
+        other => format!("undecodable value: {other}"),
+    })?;
+    let key = key.ok_or("message has no key")?;
+    let key_matches = std::str::from_utf8(key)
+        .ok()
+        .and_then(|k| OrderId::parse(k).ok())
+        .is_some_and(|k| k == meta.order_id);
+    if !key_matches {
+        return Err(format!(
+            "key {:?} does not match the envelope's order_id {}",
+            String::from_utf8_lossy(key),
+            meta.order_id
+        ));
+    }
+    Ok((meta, event, payload.to_vec()))
+}
+
+/// One event read from the event store, by position.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its position in the store.
+    pub position: i64,
+    /// The encoded `OrderEvent`, exactly as stored (and published).
+    pub payload: Vec<u8>,
+}
+
+/// Applies events read from the event store, in position order, to
+/// `read_model` in one transaction, through the same path as a batch from
+/// Kafka; the partitions' positions are not moved. With a `condition`, nothing
+/// is written unless the generation is in the expected state.
+pub async fn apply_stored(
+    read_model: &ReadModel,
+    condition: Option<WriteCondition>,
+    events: Vec<StoredEvent>,
+) -> Result<BatchSummary, QueryError> {
+    let mut summary = BatchSummary {
+        messages: events.len(),
+        ..BatchSummary::default()
+    };
+    let items = events
+        .into_iter()
+        .map(|stored| {
+            let (meta, event) = codec::decode_event(&stored.payload).map_err(|e| {
+                QueryError::Corrupt(format!(
+                    "stored event at position {} does not decode: {e}",
+                    stored.position
+                ))
+            })?;
+            Ok(Item::Event {
+                meta,
+                event,
+                payload: stored.payload,
+                origin: EventOrigin::Store {
+                    position: stored.position,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, QueryError>>()?;
+    let mut tx = read_model.begin().await?;
+    if let Some(condition) = condition
+        && !tx.holds(condition).await?
+    {
+        tx.rollback().await?;
+        return Err(QueryError::GenerationClosed(condition.generation));
+    }
+    // The topic is only recorded for events consumed from Kafka.
+    apply_items(&mut tx, "", items, &mut summary, 0).await?;
+    tx.commit().await?;
+    Ok(summary)
+}
+
+/// What replaying one dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replayed {
+    /// It went through the apply path (applied, skipped as a duplicate or
+    /// parked behind a gap) and was removed from `dead_letter`.
+    Applied(BatchSummary),
+    /// It still cannot be applied, for this reason; it stays parked.
+    StillFailing(String),
+    /// There is no dead letter with that id.
+    NotFound,
+}
+
+/// Re-runs the dead letter `id` of `read_model` through the decode and apply
+/// path, and removes it in the same transaction when it applies. With a
+/// `condition`, nothing is written unless the generation is in that state.
+pub async fn replay_dead_letter(
+    read_model: &ReadModel,
+    condition: Option<WriteCondition>,
+    id: i64,
+) -> Result<Replayed, QueryError> {
+    let mut tx = read_model.begin().await?;
+    if let Some(condition) = condition
+        && !tx.holds(condition).await?
+    {
+        tx.rollback().await?;
+        return Err(QueryError::GenerationClosed(condition.generation));
+    }
+    let Some(stored) = tx.take_dead_letter(id).await? else {
+        tx.rollback().await?;
+        return Ok(Replayed::NotFound);
+    };
+    let letter = &stored.letter;
+    let (meta, event, payload) =
+        match decode_message(letter.key.as_deref(), letter.value.as_deref()) {
+            Ok(decoded) => decoded,
+            Err(reason) => {
+                tx.rollback().await?;
+                return Ok(Replayed::StillFailing(reason));
+            }
+        };
+    let item = Item::Event {
+        meta,
+        event,
+        payload,
+        origin: EventOrigin::Kafka {
+            partition: letter.partition,
+            offset: letter.offset,
+        },
+    };
+    let mut summary = BatchSummary {
+        messages: 1,
+        ..BatchSummary::default()
+    };
+    apply_items(&mut tx, &stored.topic, vec![item], &mut summary, 0).await?;
+    tx.delete_dead_letter(id).await?;
+    tx.commit().await?;
+    tracing::info!(id, ?summary, "dead letter replayed");
+    Ok(Replayed::Applied(summary))
 }
 
 /// A message's headers as a JSON array, values as text when UTF-8, else base64.

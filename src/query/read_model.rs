@@ -1,9 +1,11 @@
-//! The read database: every SQL statement of the query side lives here.
+//! The read database: every SQL statement of one projection generation lives
+//! here (the generations' control table is `generation`'s).
 //!
-//! All tables sit in one PostgreSQL schema whose name is a parameter
-//! (`DEFAULT_SCHEMA` today). Statements are schema-qualified once, when a
-//! `ReadModel` is made, so a second generation of the projection (a rebuild
-//! beside the live one) is another `ReadModel` over another schema.
+//! All tables of a generation sit in one PostgreSQL schema whose name is a
+//! parameter (`DEFAULT_SCHEMA` for the first generation, `read_model_g<N>`
+//! after). Statements are schema-qualified once, when a `ReadModel` is made,
+//! so a generation being rebuilt beside the live one is another `ReadModel`
+//! over another schema.
 //!
 //! Statements are built at run time, not with `sqlx::query!`, because the
 //! schema name is not known at compile time.
@@ -20,6 +22,7 @@ use crate::domain::{
 };
 use crate::query::{
     QueryError,
+    generation::{LOCK_FOR_WRITE, MIGRATE_LOCK, WriteCondition},
     page_token::{ListFilter, OrdersCursor},
 };
 
@@ -67,6 +70,55 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where an applied or parked event was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOrigin {
+    /// Consumed from a partition of the events topic.
+    Kafka {
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+    },
+    /// Read from the event store by a rebuild `--from-store`.
+    Store {
+        /// Its position in the store.
+        position: i64,
+    },
+}
+
+impl EventOrigin {
+    fn partition(self) -> Option<i32> {
+        match self {
+            Self::Kafka { partition, .. } => Some(partition),
+            Self::Store { .. } => None,
+        }
+    }
+
+    fn offset(self) -> Option<i64> {
+        match self {
+            Self::Kafka { offset, .. } => Some(offset),
+            Self::Store { .. } => None,
+        }
+    }
+
+    fn store_position(self) -> Option<i64> {
+        match self {
+            Self::Kafka { .. } => None,
+            Self::Store { position } => Some(position),
+        }
+    }
+
+    fn from_columns(partition: Option<i32>, offset: Option<i64>, position: Option<i64>) -> Self {
+        match (partition, offset) {
+            (Some(partition), Some(offset)) => Self::Kafka { partition, offset },
+            _ => Self::Store {
+                position: position.unwrap_or(0),
+            },
+        }
+    }
+}
+
 /// One applied event, for `order_history`.
 #[derive(Debug, Clone)]
 pub struct HistoryRecord {
@@ -86,10 +138,8 @@ pub struct HistoryRecord {
     pub correlation_id: String,
     /// Causation id from the envelope.
     pub causation_id: String,
-    /// Partition it was consumed from.
-    pub partition: i32,
-    /// Offset it was consumed at.
-    pub offset: i64,
+    /// Where it was read.
+    pub origin: EventOrigin,
 }
 
 /// An event held back until the versions before it arrive.
@@ -101,10 +151,8 @@ pub struct ParkedEvent {
     pub version: u64,
     /// The encoded `OrderEvent`.
     pub payload: Vec<u8>,
-    /// Partition it was consumed from.
-    pub partition: i32,
-    /// Offset it was consumed at.
-    pub offset: i64,
+    /// Where it was read.
+    pub origin: EventOrigin,
 }
 
 /// A message that cannot be applied, kept verbatim with the reason.
@@ -124,6 +172,35 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// A parked message as stored, with its id.
+#[derive(Debug, Clone)]
+pub struct StoredDeadLetter {
+    /// Its id in `dead_letter`.
+    pub id: i64,
+    /// The topic it was consumed from.
+    pub topic: String,
+    /// The message and why it was parked.
+    pub letter: DeadLetter,
+    /// When it was parked.
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+fn dead_letter_from_row(row: &PgRow) -> Result<StoredDeadLetter, QueryError> {
+    Ok(StoredDeadLetter {
+        id: row.try_get("id")?,
+        topic: row.try_get("topic")?,
+        letter: DeadLetter {
+            partition: row.try_get("kafka_partition")?,
+            offset: row.try_get("kafka_offset")?,
+            key: row.try_get("message_key")?,
+            value: row.try_get("message_value")?,
+            headers_json: row.try_get("headers")?,
+            error: row.try_get("error")?,
+        },
+        dead_lettered_at: row.try_get("dead_lettered_at")?,
+    })
+}
+
 /// The schema-qualified statements of one projection generation.
 #[derive(Debug)]
 struct Statements {
@@ -136,6 +213,8 @@ struct Statements {
     history_page: String,
     projected_at: String,
     load_positions: String,
+    all_positions: String,
+    seed_positions: String,
     fence_update: String,
     fence_insert: String,
     load_pending: String,
@@ -146,6 +225,10 @@ struct Statements {
     insert_lines: String,
     insert_history: String,
     dead_letter: String,
+    dead_letters: String,
+    dead_letter_count: String,
+    take_dead_letter: String,
+    delete_dead_letter: String,
     touch_meta: String,
 }
 
@@ -205,6 +288,14 @@ impl Statements {
                 "SELECT kafka_partition, next_offset FROM {s}.consumer_position \
                  WHERE topic = $1 AND kafka_partition = ANY($2)"
             ),
+            all_positions: format!(
+                "SELECT kafka_partition, next_offset FROM {s}.consumer_position WHERE topic = $1"
+            ),
+            seed_positions: format!(
+                "INSERT INTO {s}.consumer_position (topic, kafka_partition, next_offset) \
+                 SELECT $1, p, o FROM UNNEST($2::int4[], $3::int8[]) AS u(p, o) \
+                 ON CONFLICT DO NOTHING"
+            ),
             fence_update: format!(
                 "UPDATE {s}.consumer_position SET next_offset = $4, updated_at = now() \
                  WHERE topic = $1 AND kafka_partition = $2 AND next_offset = $3"
@@ -214,13 +305,13 @@ impl Statements {
                  VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
             ),
             load_pending: format!(
-                "SELECT order_id, version, payload, kafka_partition, kafka_offset \
+                "SELECT order_id, version, payload, kafka_partition, kafka_offset, store_position \
                  FROM {s}.pending_event WHERE order_id = ANY($1) ORDER BY order_id, version"
             ),
             park: format!(
                 "INSERT INTO {s}.pending_event \
-                     (order_id, version, payload, topic, kafka_partition, kafka_offset) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+                     (order_id, version, payload, topic, kafka_partition, kafka_offset, store_position) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
             ),
             unpark: format!(
                 "DELETE FROM {s}.pending_event p \
@@ -257,13 +348,18 @@ impl Statements {
             ),
             insert_history: format!(
                 "INSERT INTO {s}.order_history (order_id, version, event_id, event_type, payload, \
-                     occurred_at, correlation_id, causation_id, topic, kafka_partition, kafka_offset) \
+                     occurred_at, correlation_id, causation_id, topic, kafka_partition, kafka_offset, \
+                     store_position) \
                  SELECT u.order_id, u.version, u.event_id, u.event_type, u.payload, u.occurred_at, \
-                     u.correlation_id, u.causation_id, $11, u.kafka_partition, u.kafka_offset \
+                     u.correlation_id, u.causation_id, \
+                     CASE WHEN u.kafka_offset IS NULL THEN NULL ELSE $11::text END, \
+                     u.kafka_partition, u.kafka_offset, u.store_position \
                  FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::bytea[], \
-                     $6::timestamptz[], $7::text[], $8::text[], $9::int4[], $10::int8[]) \
+                     $6::timestamptz[], $7::text[], $8::text[], $9::int4[], $10::int8[], \
+                     $12::int8[]) \
                      AS u(order_id, version, event_id, event_type, payload, occurred_at, \
-                          correlation_id, causation_id, kafka_partition, kafka_offset) \
+                          correlation_id, causation_id, kafka_partition, kafka_offset, \
+                          store_position) \
                  ON CONFLICT (order_id, version) DO NOTHING"
             ),
             dead_letter: format!(
@@ -271,6 +367,18 @@ impl Statements {
                      message_value, headers, error) \
                  VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7) ON CONFLICT DO NOTHING"
             ),
+            dead_letters: format!(
+                "SELECT id, topic, kafka_partition, kafka_offset, message_key, message_value, \
+                        headers::text AS headers, error, dead_lettered_at \
+                 FROM {s}.dead_letter ORDER BY id"
+            ),
+            dead_letter_count: format!("SELECT count(*) FROM {s}.dead_letter"),
+            take_dead_letter: format!(
+                "SELECT id, topic, kafka_partition, kafka_offset, message_key, message_value, \
+                        headers::text AS headers, error, dead_lettered_at \
+                 FROM {s}.dead_letter WHERE id = $1 FOR UPDATE"
+            ),
+            delete_dead_letter: format!("DELETE FROM {s}.dead_letter WHERE id = $1"),
             touch_meta: format!(
                 "UPDATE {s}.projection_meta \
                  SET last_applied_at = now(), events_applied = events_applied + $1"
@@ -349,8 +457,7 @@ impl ReadModel {
     pub async fn migrate(&self) -> Result<(), QueryError> {
         // A connection of its own: its search_path must not leak into the pool.
         let mut conn = self.pool.acquire().await?.detach();
-        conn.execute("SELECT pg_advisory_lock(hashtext('orders.read_model.migrate'))")
-            .await?;
+        conn.execute(MIGRATE_LOCK).await?;
         conn.execute(&*format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}",
             schema = self.schema()
@@ -454,6 +561,49 @@ impl ReadModel {
         Ok(rows.into_iter().collect())
     }
 
+    /// The stored next offset of every positioned partition of `topic`.
+    pub async fn all_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, QueryError> {
+        let rows: Vec<(i32, i64)> = sqlx::query_as(&self.sql.all_positions)
+            .bind(topic)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Stores `positions` of a projection that has none yet (a rebuild from the
+    /// event store); positions already stored are kept.
+    pub async fn seed_positions(
+        &self,
+        topic: &str,
+        positions: &HashMap<i32, i64>,
+    ) -> Result<(), QueryError> {
+        let (partitions, offsets): (Vec<i32>, Vec<i64>) = positions.iter().unzip();
+        sqlx::query(&self.sql.seed_positions)
+            .bind(topic)
+            .bind(partitions)
+            .bind(offsets)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every parked message, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<StoredDeadLetter>, QueryError> {
+        sqlx::query(&self.sql.dead_letters)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(dead_letter_from_row)
+            .collect()
+    }
+
+    /// How many messages are parked.
+    pub async fn dead_letter_count(&self) -> Result<i64, QueryError> {
+        Ok(sqlx::query_scalar(&self.sql.dead_letter_count)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// Starts the transaction that applies one batch.
     pub async fn begin(&self) -> Result<ProjectionTx, QueryError> {
         Ok(ProjectionTx {
@@ -470,6 +620,39 @@ pub struct ProjectionTx {
 }
 
 impl ProjectionTx {
+    /// Share-locks the generation's row until commit and tells whether it is
+    /// still in the state the write expects (a switch waits for this write).
+    pub async fn holds(&mut self, condition: WriteCondition) -> Result<bool, QueryError> {
+        let state: Option<String> = sqlx::query_scalar(LOCK_FOR_WRITE)
+            .bind(condition.generation)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(state.as_deref() == Some(condition.state.as_str()))
+    }
+
+    /// Locks and returns the parked message `id`, if it is there.
+    pub async fn take_dead_letter(
+        &mut self,
+        id: i64,
+    ) -> Result<Option<StoredDeadLetter>, QueryError> {
+        sqlx::query(&self.sql.take_dead_letter)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .as_ref()
+            .map(dead_letter_from_row)
+            .transpose()
+    }
+
+    /// Removes the parked message `id`.
+    pub async fn delete_dead_letter(&mut self, id: i64) -> Result<(), QueryError> {
+        sqlx::query(&self.sql.delete_dead_letter)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Moves a partition's position from `expected` to `next`, or returns `false`
     /// when the stored position is not `expected` (another owner moved it).
     ///
@@ -516,19 +699,19 @@ impl ProjectionTx {
         &mut self,
         order_ids: &[Uuid],
     ) -> Result<Vec<ParkedEvent>, QueryError> {
-        let rows: Vec<(Uuid, i64, Vec<u8>, i32, i64)> = sqlx::query_as(&self.sql.load_pending)
+        type Row = (Uuid, i64, Vec<u8>, Option<i32>, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(&self.sql.load_pending)
             .bind(order_ids)
             .fetch_all(&mut *self.tx)
             .await?;
         Ok(rows
             .into_iter()
             .map(
-                |(order_id, version, payload, partition, offset)| ParkedEvent {
+                |(order_id, version, payload, partition, offset, position)| ParkedEvent {
                     order_id,
                     version: to_u64(version),
                     payload,
-                    partition,
-                    offset,
+                    origin: EventOrigin::from_columns(partition, offset, position),
                 },
             )
             .collect())
@@ -540,9 +723,10 @@ impl ProjectionTx {
             .bind(event.order_id)
             .bind(to_i64(event.version))
             .bind(&event.payload)
-            .bind(topic)
-            .bind(event.partition)
-            .bind(event.offset)
+            .bind(event.origin.offset().map(|_| topic))
+            .bind(event.origin.partition())
+            .bind(event.origin.offset())
+            .bind(event.origin.store_position())
             .execute(&mut *self.tx)
             .await?;
         Ok(())
@@ -683,9 +867,25 @@ impl ProjectionTx {
                     .map(|r| r.causation_id.as_str())
                     .collect::<Vec<_>>(),
             )
-            .bind(records.iter().map(|r| r.partition).collect::<Vec<_>>())
-            .bind(records.iter().map(|r| r.offset).collect::<Vec<_>>())
-            .bind(topic);
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.origin.partition())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.origin.offset())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(topic)
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.origin.store_position())
+                    .collect::<Vec<_>>(),
+            );
         q.execute(&mut *self.tx).await?;
         Ok(())
     }

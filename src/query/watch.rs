@@ -1,11 +1,18 @@
-//! Read-your-writes wake-ups. One `PgListener` per process listens on the
-//! projection's NOTIFY channel and fans `order_id:version` announcements out
-//! to the requests waiting for those orders; nobody polls.
+//! Read-your-writes wake-ups and generation switches. One `PgListener` per
+//! process listens on the live projection's NOTIFY channel and fans
+//! `order_id:version` announcements out to the requests waiting for those
+//! orders; nobody polls for those.
 //!
 //! A waiter subscribes *before* it reads the projected version, so a commit
 //! that lands between its read and its wait still wakes it. When the listener
 //! (re)connects, notifications may have been missed, so every waiter is woken
 //! to re-read.
+//!
+//! The same connection listens on `GENERATION_CHANNEL`: when a rebuild
+//! switches generations, the process's `LiveProjection` is refreshed, the
+//! listener moves to the new generation's channel and every waiter re-reads
+//! there. The control table is also re-read on every (re)connection and every
+//! few seconds, in case a notification was lost.
 
 use std::{
     collections::HashMap,
@@ -18,7 +25,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::query::read_model::parse_notification;
+use crate::query::{
+    generation::{GENERATION_CHANNEL, LiveProjection},
+    read_model::parse_notification,
+};
+
+/// How often the control table is re-read even without a notification.
+const GENERATION_RECHECK: Duration = Duration::from_secs(5);
 
 /// Orders that requests are waiting on, each with a wake-up channel.
 #[derive(Debug, Clone, Default)]
@@ -98,13 +111,17 @@ impl ProjectionWatch {
         self.waiting.lock().expect("watch lock").len()
     }
 
-    /// Listens on `channel` of `database_url` until `stop`, reconnecting as needed.
-    pub async fn listen(self, database_url: String, channel: String, stop: CancellationToken) {
+    /// Listens on the live generation's channel and on `GENERATION_CHANNEL` of
+    /// `database_url` until `stop`, reconnecting as needed.
+    pub async fn listen(self, database_url: String, live: LiveProjection, stop: CancellationToken) {
+        let mut switches = live.subscribe();
+        let mut recheck = tokio::time::interval(GENERATION_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let connected = async {
                 let mut listener = PgListener::connect(&database_url).await?;
-                listener.listen(&channel).await?;
+                listener.listen(GENERATION_CHANNEL).await?;
                 Ok::<_, sqlx::Error>(listener)
             };
             let mut listener = tokio::select! {
@@ -123,18 +140,57 @@ impl ProjectionWatch {
                 },
             };
             backoff = Duration::from_millis(100);
+            // A switch may have been missed while disconnected.
+            refresh(&live).await;
+            let mut channel = switches.borrow_and_update().1.channel().to_owned();
+            if let Err(error) = listener.listen(&channel).await {
+                tracing::warn!(%error, "projection listener failed; reconnecting");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                continue;
+            }
             tracing::debug!(%channel, "projection listener connected");
             // Announcements made before LISTEN took effect were not heard.
             self.wake_all();
             loop {
                 let next = tokio::select! {
                     () = stop.cancelled() => return,
+                    changed = switches.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        // This process switched generations: listen there, re-read there.
+                        let moved = channel.clone();
+                        channel = switches.borrow_and_update().1.channel().to_owned();
+                        let relistened = async {
+                            listener.unlisten(&moved).await?;
+                            listener.listen(&channel).await
+                        };
+                        if let Err(error) = relistened.await {
+                            tracing::warn!(%error, "projection listener failed; reconnecting");
+                            self.wake_all();
+                            break;
+                        }
+                        self.wake_all();
+                        continue;
+                    }
+                    _ = recheck.tick() => {
+                        refresh(&live).await;
+                        continue;
+                    }
+                    // Cancel-safe: a partly read message stays buffered.
                     next = listener.try_recv() => next,
                 };
                 match next {
+                    Ok(Some(notification)) if notification.channel() == GENERATION_CHANNEL => {
+                        refresh(&live).await;
+                    }
                     Ok(Some(notification)) => self.announce(notification.payload()),
                     Ok(None) => {
                         tracing::warn!("projection listener lost its connection; reconnected");
+                        refresh(&live).await;
                         self.wake_all();
                     }
                     Err(error) => {
@@ -145,6 +201,13 @@ impl ProjectionWatch {
                 }
             }
         }
+    }
+}
+
+/// Re-reads the live generation; a failure is logged and retried later.
+async fn refresh(live: &LiveProjection) {
+    if let Err(error) = live.refresh().await {
+        tracing::warn!(%error, "cannot read the live projection generation");
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod command;
 mod infra;
 mod query;

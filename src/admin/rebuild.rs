@@ -1,0 +1,562 @@
+//! `rebuild`: builds a new generation of the projection beside the live one,
+//! verifies it and switches every reader to it atomically.
+//!
+//! 1. Takes the rebuild lock (one rebuild at a time) and drops the schemas
+//!    that earlier rebuilds retired.
+//! 2. Resumes the `building` generation if there is one (its positions are in
+//!    its schema), else registers generation N with schema `read_model_gN` and
+//!    applies the read migrations there.
+//! 3. `--from-store` only: captures the topic's end offsets, stores them as the
+//!    generation's positions, then applies every stored event in position
+//!    order, from one snapshot taken after the capture, through the
+//!    projector's apply path. Every event below those offsets is in that
+//!    snapshot; every later one is consumed from Kafka in step 4.
+//! 4. Runs a `Projector` in its own consumer group `<group>-rebuild-gN` over
+//!    the new schema until its positions reach end offsets captured less than
+//!    a couple of seconds earlier.
+//! 5. Verifies the new generation against the event store (`verify`, lag
+//!    allowed); a generation with differences is marked failed, never live.
+//! 6. Freezes the live generation (its row locked: its projectors' next
+//!    batches wait), lets the new one reach the frozen positions, then in one
+//!    transaction makes it live, retires the old one and notifies. Readers
+//!    move on the notification, projectors at their next batch, resuming
+//!    from the positions stored in the new schema. No read sees a partial
+//!    generation or goes back in time, and nothing is written to the old one
+//!    after the switch.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use futures::TryStreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use rdkafka::{
+    admin::{AdminClient, AdminOptions},
+    client::DefaultClientContext,
+};
+use serde::Serialize;
+use sqlx::{Executor, PgPool, Row};
+
+use crate::{
+    admin::{
+        AdminError, live_generation, read_pool,
+        topic::{self, TopicOffsets},
+        verify, write_pool,
+    },
+    config::{AdminSettings, KafkaSettings, QuerySettings},
+    kafka,
+    query::{
+        Generations, Projector, QueryError, ReadModel,
+        generation::{
+            Generation, GenerationSource, GenerationState, WriteCondition, try_session_lock,
+        },
+        projector::{self, StoredEvent},
+    },
+};
+
+/// Advisory lock (by name) that admits one rebuild at a time per read database.
+pub const REBUILD_LOCK: &str = "orders.rebuild";
+/// Caught up: the positions reached end offsets captured less than this long before.
+const CAUGHT_UP_ROUND: Duration = Duration::from_secs(2);
+/// Longest the live generation stays frozen while the new one catches up with it.
+const FREEZE_BUDGET: Duration = Duration::from_secs(5);
+/// Longest the freeze waits for the live projectors' batches in flight.
+const FREEZE_LOCK_TIMEOUT_MS: u64 = 10_000;
+/// Freezes tried before giving up (each after catching up again).
+const SWITCH_ATTEMPTS: usize = 5;
+/// Events read from the store and applied per transaction.
+const STORE_CHUNK: usize = 2_000;
+/// Consecutive failed projector steps tolerated (transient broker or database trouble).
+const STEP_FAILURES: usize = 20;
+
+/// How `rebuild` runs.
+#[derive(Debug, Clone, Default)]
+pub struct RebuildOptions {
+    /// Rebuild from the event store instead of the topic's beginning.
+    pub from_store: bool,
+    /// Drop the retired generations' schemas after the switch.
+    pub drop_old: bool,
+    /// Draw a progress bar on stdout.
+    pub progress: bool,
+}
+
+/// What `rebuild` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildReport {
+    /// The generation built, now live.
+    pub generation: i32,
+    /// Its schema.
+    pub schema: String,
+    /// The generation it replaced, now retired.
+    pub previous_generation: i32,
+    /// `topic` or `store`.
+    pub source: String,
+    /// Whether an interrupted rebuild was resumed.
+    pub resumed: bool,
+    /// Events applied from the event store.
+    pub store_events: u64,
+    /// Events applied from the topic.
+    pub topic_events: u64,
+    /// Seconds spent building (store and topic), before verification.
+    pub build_seconds: f64,
+    /// Seconds in all.
+    pub total_seconds: f64,
+    /// Orders verified against the event store.
+    pub verified_orders: u64,
+    /// Events verified.
+    pub verified_events: u64,
+    /// Orders that were lagging during verification.
+    pub lagging: usize,
+    /// Schemas dropped (retired by an earlier rebuild, or with `--drop-old`).
+    pub dropped: Vec<String>,
+}
+
+impl RebuildReport {
+    /// Events applied in all.
+    pub fn events(&self) -> u64 {
+        self.store_events + self.topic_events
+    }
+
+    /// Events applied per second of building.
+    pub fn events_per_second(&self) -> f64 {
+        self.events() as f64 / self.build_seconds.max(0.001)
+    }
+}
+
+/// Builds, verifies and switches to a new generation (see the module doc).
+pub async fn rebuild(
+    settings: &AdminSettings,
+    options: RebuildOptions,
+) -> Result<RebuildReport, AdminError> {
+    let started = Instant::now();
+    let read_url = settings
+        .read_database_url
+        .clone()
+        .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
+    let read = read_pool(settings).await?;
+    let write = write_pool(settings).await?;
+    let offsets = TopicOffsets::new(&settings.kafka)?;
+    live_generation(&read).await?;
+    let _lock = try_session_lock(&read_url, REBUILD_LOCK)
+        .await?
+        .ok_or(AdminError::RebuildRunning)?;
+    let generations = Generations::new(read.clone());
+    let live = generations.live().await?;
+    let live_model = ReadModel::new(read.clone(), &live.schema)?;
+    let source = if options.from_store {
+        GenerationSource::Store
+    } else {
+        GenerationSource::Topic
+    };
+
+    // A later rebuild drops what the previous one retired.
+    let mut dropped = generations.drop_retired().await?;
+    let (generation, resumed) = match generations.building().await? {
+        Some(building) if building.source == source => (building, true),
+        Some(other) => {
+            generations
+                .fail(
+                    other.generation,
+                    &format!("abandoned: a rebuild from the {source} was started"),
+                )
+                .await?;
+            if let Some(group) = &other.consumer_group {
+                delete_group(&settings.kafka, group).await;
+            }
+            dropped.extend(generations.drop_retired().await?);
+            let created = generations
+                .create_building(source, &settings.consumer_group)
+                .await?;
+            (created, false)
+        }
+        None => {
+            let created = generations
+                .create_building(source, &settings.consumer_group)
+                .await?;
+            (created, false)
+        }
+    };
+    tracing::info!(
+        generation = generation.generation,
+        schema = %generation.schema,
+        %source,
+        resumed,
+        "rebuilding the projection"
+    );
+    let read_model = ReadModel::new(read.clone(), &generation.schema)?;
+    read_model.migrate().await?;
+    kafka::ensure_topic(&settings.kafka).await?;
+    let progress = Progress::new(options.progress, generation.generation);
+    let condition = WriteCondition {
+        generation: generation.generation,
+        state: GenerationState::Building,
+    };
+
+    let build_started = Instant::now();
+    let store_events = if source == GenerationSource::Store {
+        seed_from_store(&write, &read_model, condition, &offsets, &progress).await?
+    } else {
+        0
+    };
+    let group = generation.consumer_group.clone().unwrap_or_else(|| {
+        format!(
+            "{}-rebuild-g{}",
+            settings.consumer_group, generation.generation
+        )
+    });
+    let mut builder = Builder {
+        projector: Projector::building(
+            &QuerySettings::new(&read_url, settings.kafka.clone(), &group),
+            read_model.clone(),
+            generation.generation,
+        )?,
+        read_model: read_model.clone(),
+        offsets: offsets.clone(),
+        progress,
+    };
+    let built = async {
+        builder.catch_up().await?;
+        let build_seconds = build_started.elapsed().as_secs_f64();
+        builder.progress.phase("verifying");
+        let verified =
+            verify::verify_generation(&write, &read_model, generation.generation, &offsets, false)
+                .await?;
+        if !verified.is_clean() {
+            for difference in verified.differences.iter().take(20) {
+                tracing::error!(%difference, "rebuilt generation differs from the event store");
+            }
+            generations
+                .fail(
+                    generation.generation,
+                    &format!(
+                        "{} differences from the event store",
+                        verified.differences.len()
+                    ),
+                )
+                .await?;
+            return Err(AdminError::RebuildUnverified {
+                generation: generation.generation,
+                differences: verified.differences.len(),
+            });
+        }
+        builder.progress.phase("switching");
+        builder
+            .switch(&generations, &live, &live_model, generation.generation)
+            .await?;
+        Ok::<_, AdminError>((build_seconds, verified))
+    }
+    .await;
+    let metrics = builder.projector.metrics();
+    builder.progress.finish();
+    builder.projector.close().await;
+    delete_group(&settings.kafka, &group).await;
+    let (build_seconds, verified) = built?;
+    if options.drop_old {
+        dropped.extend(generations.drop_retired().await?);
+    }
+    let report = RebuildReport {
+        generation: generation.generation,
+        schema: generation.schema.clone(),
+        previous_generation: live.generation,
+        source: source.to_string(),
+        resumed,
+        store_events,
+        topic_events: metrics
+            .events_applied_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        build_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        verified_orders: verified.orders,
+        verified_events: verified.events,
+        lagging: verified.lagging.len(),
+        dropped,
+    };
+    tracing::info!(?report, "rebuild switched");
+    Ok(report)
+}
+
+/// The rebuild's projector and what it reports to.
+struct Builder {
+    projector: Projector,
+    read_model: ReadModel,
+    offsets: TopicOffsets,
+    progress: Progress,
+}
+
+impl Builder {
+    /// Steps until the positions reach end offsets captured at most
+    /// `CAUGHT_UP_ROUND` before (chasing the end while it moves).
+    async fn catch_up(&mut self) -> Result<(), AdminError> {
+        self.progress.phase("topic");
+        loop {
+            let ends = self.offsets.end_offsets().await?;
+            let round = Instant::now();
+            self.step_until(&ends, None).await?;
+            if round.elapsed() < CAUGHT_UP_ROUND {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Steps until the positions reach `target`; `false` if `deadline` came first.
+    async fn step_until(
+        &mut self,
+        target: &BTreeMap<i32, i64>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, AdminError> {
+        let topic = self.offsets.topic().to_owned();
+        let mut failures = 0;
+        loop {
+            let positions = self.read_model.all_positions(&topic).await?;
+            self.progress.offsets(&positions, target);
+            if topic::reached(&positions, target) {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            match self.projector.step().await {
+                Ok(_) => failures = 0,
+                Err(error @ QueryError::GenerationClosed(_)) => return Err(error.into()),
+                Err(error) if failures < STEP_FAILURES => {
+                    failures += 1;
+                    tracing::warn!(%error, "rebuild step failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Freezes the live generation, catches up with its positions, and switches.
+    async fn switch(
+        &mut self,
+        generations: &Generations,
+        live: &Generation,
+        live_model: &ReadModel,
+        building: i32,
+    ) -> Result<(), AdminError> {
+        let topic = self.offsets.topic().to_owned();
+        for attempt in 1..=SWITCH_ATTEMPTS {
+            let freeze = generations
+                .freeze(live.generation, FREEZE_LOCK_TIMEOUT_MS)
+                .await?;
+            // Nothing moves these any more: every live batch has committed or waits.
+            let frozen = live_model.all_positions(&topic).await;
+            let ends = self.offsets.end_offsets().await;
+            let (frozen, ends) = match (frozen, ends) {
+                (Ok(frozen), Ok(ends)) => (frozen, ends),
+                (Err(error), _) => {
+                    freeze.release().await?;
+                    return Err(error.into());
+                }
+                (_, Err(error)) => {
+                    freeze.release().await?;
+                    return Err(error);
+                }
+            };
+            // A position past the end belongs to an earlier incarnation of the topic.
+            let target: BTreeMap<i32, i64> = ends
+                .iter()
+                .map(|(&p, &end)| (p, frozen.get(&p).copied().unwrap_or(0).min(end)))
+                .collect();
+            match self
+                .step_until(&target, Some(Instant::now() + FREEZE_BUDGET))
+                .await
+            {
+                Ok(true) => {
+                    freeze.switch(building).await?;
+                    tracing::info!(
+                        from = live.generation,
+                        to = building,
+                        "live projection generation switched"
+                    );
+                    return Ok(());
+                }
+                Ok(false) => {
+                    freeze.release().await?;
+                    tracing::info!(
+                        attempt,
+                        "not caught up with the frozen generation in time; retrying"
+                    );
+                    self.catch_up().await?;
+                }
+                Err(error) => {
+                    freeze.release().await?;
+                    return Err(error);
+                }
+            }
+        }
+        Err(AdminError::NotCaughtUp {
+            waited: FREEZE_BUDGET * SWITCH_ATTEMPTS as u32,
+            detail: format!(
+                "generation {building} did not catch up with the live generation {} while it was frozen",
+                live.generation
+            ),
+        })
+    }
+}
+
+/// Seeds the new generation from the event store; returns the events applied.
+async fn seed_from_store(
+    write: &PgPool,
+    read_model: &ReadModel,
+    condition: WriteCondition,
+    offsets: &TopicOffsets,
+    progress: &Progress,
+) -> Result<u64, AdminError> {
+    // The end offsets first: every event below them was committed before the
+    // snapshot below is taken, so it is in it; every later one is consumed.
+    let ends: HashMap<i32, i64> = offsets.end_offsets().await?.into_iter().collect();
+    read_model.seed_positions(offsets.topic(), &ends).await?;
+    let mut tx = write.begin().await?;
+    tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    progress.store(total);
+    let mut applied = 0;
+    let mut read = 0;
+    let mut chunk = Vec::with_capacity(STORE_CHUNK);
+    {
+        let mut rows =
+            sqlx::query("SELECT position, payload FROM events ORDER BY position").fetch(&mut *tx);
+        loop {
+            let row = rows.try_next().await?;
+            let done = row.is_none();
+            if let Some(row) = row {
+                chunk.push(StoredEvent {
+                    position: row.try_get("position")?,
+                    payload: row.try_get("payload")?,
+                });
+            }
+            if chunk.len() == STORE_CHUNK || (done && !chunk.is_empty()) {
+                read += chunk.len() as u64;
+                let summary = projector::apply_stored(
+                    read_model,
+                    Some(condition),
+                    std::mem::take(&mut chunk),
+                )
+                .await?;
+                applied += summary.applied;
+                progress.stored(read);
+            }
+            if done {
+                break;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Deletes the rebuild's consumer group (best effort: it only holds courtesy offsets).
+async fn delete_group(settings: &KafkaSettings, group: &str) {
+    let deleted = async {
+        let admin: AdminClient<DefaultClientContext> = kafka::base_config(settings).create()?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        admin.delete_groups(&[group], &options).await
+    }
+    .await;
+    match deleted {
+        Ok(results) => {
+            for result in results {
+                if let Err((group, code)) = result {
+                    tracing::debug!(%group, ?code, "rebuild consumer group not deleted");
+                }
+            }
+        }
+        Err(error) => tracing::debug!(%error, "rebuild consumer group not deleted"),
+    }
+}
+
+/// The progress bar (hidden unless asked for).
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(enabled: bool, generation: i32) -> Self {
+        let bar = if enabled {
+            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout())
+        } else {
+            ProgressBar::hidden()
+        };
+        let style = ProgressStyle::with_template(
+            "{spinner} {prefix} {elapsed_precise} [{wide_bar}] {pos}/{len} {rate} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            },
+        )
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(format!("g{generation}"));
+        if enabled {
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+        Self { bar }
+    }
+
+    fn phase(&self, phase: &str) {
+        self.bar.set_message(phase.to_owned());
+    }
+
+    fn store(&self, total: i64) {
+        self.bar.set_message("store");
+        self.bar.set_length(u64::try_from(total).unwrap_or(0));
+        self.bar.set_position(0);
+        self.bar.reset_eta();
+    }
+
+    fn stored(&self, read: u64) {
+        self.bar.set_position(read);
+    }
+
+    fn offsets(&self, positions: &HashMap<i32, i64>, target: &BTreeMap<i32, i64>) {
+        let end: i64 = target.values().sum();
+        let at: i64 = target
+            .iter()
+            .map(|(p, &end)| positions.get(p).copied().unwrap_or(0).min(end))
+            .sum();
+        let lag = topic::lag(positions, target);
+        if self.bar.length() != Some(u64::try_from(end).unwrap_or(0)) {
+            self.bar.set_length(u64::try_from(end).unwrap_or(0));
+        }
+        self.bar.set_position(u64::try_from(at).unwrap_or(0));
+        self.bar.set_message(format!("lag {lag}"));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The report line the CLI prints when done.
+pub fn summary_line(report: &RebuildReport) -> String {
+    format!(
+        "generation {} ({}) is live, replacing {}: {} events ({} from the store, {} from the topic) \
+         in {:.1} s, {:.0} events/s; verified {} orders and {} events{}{}",
+        report.generation,
+        report.schema,
+        report.previous_generation,
+        report.events(),
+        report.store_events,
+        report.topic_events,
+        report.build_seconds,
+        report.events_per_second(),
+        report.verified_orders,
+        report.verified_events,
+        if report.resumed { "; resumed" } else { "" },
+        if report.dropped.is_empty() {
+            String::new()
+        } else {
+            format!("; dropped {}", report.dropped.join(", "))
+        }
+    )
+}

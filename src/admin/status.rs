@@ -1,0 +1,244 @@
+//! `status`: where the pipeline stands: the topic's end per partition against
+//! the live projection's positions, the outbox backlog, the relay leader, dead
+//! letters and the projection generations.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::{
+    admin::{AdminError, live_generation, read_pool, topic::TopicOffsets, write_pool},
+    command::relay::RELAY_LOCK_KEY,
+    config::AdminSettings,
+    query::{Generations, ReadModel, generation::Generation},
+};
+
+/// One partition of the topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    /// The partition.
+    pub partition: i32,
+    /// Its end offset (high watermark).
+    pub end_offset: i64,
+    /// The live projection's next offset, if it has one.
+    pub position: Option<i64>,
+    /// Messages not yet applied.
+    pub lag: i64,
+}
+
+/// The process whose connection holds the relay's advisory lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayLeader {
+    /// Backend pid of its lock connection.
+    pub backend_pid: i32,
+    /// `application_name` of that connection (`orders-relay host=… pid=…`).
+    pub application_name: String,
+    /// Its client address, if over TCP.
+    pub client_addr: Option<String>,
+    /// When that connection was opened (leading since about then).
+    pub since: Option<String>,
+}
+
+/// One projection generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationStatus {
+    /// Its number.
+    pub generation: i32,
+    /// Its schema.
+    pub schema: String,
+    /// building, live, retired or failed.
+    pub state: String,
+    /// topic or store.
+    pub source: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it became live.
+    pub switched_at: Option<String>,
+    /// When its schema was dropped.
+    pub dropped_at: Option<String>,
+}
+
+impl From<&Generation> for GenerationStatus {
+    fn from(g: &Generation) -> Self {
+        Self {
+            generation: g.generation,
+            schema: g.schema.clone(),
+            state: g.state.to_string(),
+            source: g.source.to_string(),
+            created_at: rfc3339(g.created_at),
+            switched_at: g.switched_at.map(rfc3339),
+            dropped_at: g.dropped_at.map(rfc3339),
+        }
+    }
+}
+
+/// Everything `orderctl status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The events topic.
+    pub topic: String,
+    /// Per partition: end, live position, lag.
+    pub partitions: Vec<PartitionStatus>,
+    /// Sum of the partitions' lag.
+    pub lag: i64,
+    /// Events committed but not yet acknowledged by Kafka.
+    pub outbox_backlog: i64,
+    /// Age of the oldest of them, in seconds.
+    pub outbox_oldest_age_seconds: Option<f64>,
+    /// The relay leader, if one holds the lock.
+    pub relay_leader: Option<RelayLeader>,
+    /// Messages parked in the live generation's dead-letter table.
+    pub dead_letters: i64,
+    /// The live generation.
+    pub live_generation: GenerationStatus,
+    /// Every generation, oldest first.
+    pub generations: Vec<GenerationStatus>,
+}
+
+/// Reads the status of the system in `settings`.
+pub async fn status(settings: &AdminSettings) -> Result<Status, AdminError> {
+    let read = read_pool(settings).await?;
+    let write = write_pool(settings).await?;
+    let (live, read_model) = live_generation(&read).await?;
+    let offsets = TopicOffsets::new(&settings.kafka)?;
+    let ends = offsets.end_offsets().await?;
+    let positions: HashMap<i32, i64> = read_model.all_positions(offsets.topic()).await?;
+    let partitions: Vec<PartitionStatus> = ends
+        .iter()
+        .map(|(&partition, &end_offset)| {
+            let position = positions.get(&partition).copied();
+            PartitionStatus {
+                partition,
+                end_offset,
+                position,
+                lag: (end_offset - position.unwrap_or(0)).max(0),
+            }
+        })
+        .collect();
+    let (outbox_backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(enqueued_at))::float8 FROM outbox",
+    )
+    .fetch_one(&write)
+    .await?;
+    Ok(Status {
+        topic: offsets.topic().to_owned(),
+        lag: partitions.iter().map(|p| p.lag).sum(),
+        partitions,
+        outbox_backlog,
+        outbox_oldest_age_seconds: oldest,
+        relay_leader: relay_leader(&write).await?,
+        dead_letters: dead_letters(&read_model).await?,
+        live_generation: GenerationStatus::from(&live),
+        generations: Generations::new(read)
+            .all()
+            .await?
+            .iter()
+            .map(GenerationStatus::from)
+            .collect(),
+    })
+}
+
+async fn dead_letters(read_model: &ReadModel) -> Result<i64, AdminError> {
+    Ok(read_model.dead_letter_count().await?)
+}
+
+/// The connection holding the relay's advisory lock in this write database.
+pub async fn relay_leader(write: &sqlx::PgPool) -> Result<Option<RelayLeader>, AdminError> {
+    // A bigint advisory key shows in pg_locks as (classid, objid) = (high, low) 32 bits.
+    let high = RELAY_LOCK_KEY >> 32;
+    let low = RELAY_LOCK_KEY & 0xffff_ffff;
+    type Row = (i32, String, Option<String>, Option<DateTime<Utc>>);
+    let leader: Option<Row> = sqlx::query_as(
+        "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.classid::int8 = $1 AND l.objid::int8 = $2",
+    )
+    .bind(high)
+    .bind(low)
+    .fetch_optional(write)
+    .await?;
+    Ok(leader.map(
+        |(backend_pid, application_name, client_addr, since)| RelayLeader {
+            backend_pid,
+            application_name,
+            client_addr,
+            since: since.map(rfc3339),
+        },
+    ))
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Status {
+    /// The status as aligned text, for a terminal.
+    pub fn render(&self) -> String {
+        let mut out = format!("topic {}\n", self.topic);
+        out.push_str("  partition  end offset    position         lag\n");
+        for p in &self.partitions {
+            out.push_str(&format!(
+                "  {:>9}  {:>10}  {:>10}  {:>10}\n",
+                p.partition,
+                p.end_offset,
+                p.position.map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                p.lag
+            ));
+        }
+        out.push_str(&format!("  total lag {}\n", self.lag));
+        out.push_str(&format!(
+            "outbox backlog {}{}\n",
+            self.outbox_backlog,
+            self.outbox_oldest_age_seconds
+                .map(|s| format!(" (oldest {s:.1} s)"))
+                .unwrap_or_default()
+        ));
+        match &self.relay_leader {
+            Some(leader) => out.push_str(&format!(
+                "relay leader {} (backend pid {}{}{})\n",
+                leader.application_name,
+                leader.backend_pid,
+                leader
+                    .client_addr
+                    .as_ref()
+                    .map(|a| format!(", from {a}"))
+                    .unwrap_or_default(),
+                leader
+                    .since
+                    .as_ref()
+                    .map(|s| format!(", since {s}"))
+                    .unwrap_or_default()
+            )),
+            None => out.push_str("relay leader none\n"),
+        }
+        out.push_str(&format!("dead letters {}\n", self.dead_letters));
+        out.push_str(&format!(
+            "live generation {} (schema {}, from {}{})\n",
+            self.live_generation.generation,
+            self.live_generation.schema,
+            self.live_generation.source,
+            self.live_generation
+                .switched_at
+                .as_ref()
+                .map(|s| format!(", live since {s}"))
+                .unwrap_or_default()
+        ));
+        for g in self.generations.iter().filter(|g| g.state != "live") {
+            out.push_str(&format!(
+                "  generation {} ({}) {}{}\n",
+                g.generation,
+                g.schema,
+                g.state,
+                if g.dropped_at.is_some() {
+                    ", dropped"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out
+    }
+}
