@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::{
+    collections::HashMap,
     future::Future,
     time::{Duration, Instant},
 };
@@ -121,4 +122,69 @@ pub async fn read_messages(
 /// The key of a message as UTF-8.
 pub fn key_of(message: &OwnedMessage) -> String {
     String::from_utf8(message.key().expect("message has a key").to_vec()).expect("utf-8 key")
+}
+
+/// Reads the whole topic until every stored (order, version) has been seen;
+/// checks that each order's versions arrive in order (duplicates allowed).
+pub async fn assert_topic_holds(kafka: &KafkaSettings, stored: &[(String, u64)]) {
+    use rdkafka::Message;
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for (order, version) in stored {
+        let max = expected.entry(order.clone()).or_default();
+        *max = (*max).max(*version);
+    }
+    let reader = topic_reader(&kafka.topic);
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    let mut seen = 0;
+    while latest.values().sum::<u64>() < expected.values().sum::<u64>() {
+        let message = read_messages(&reader, 1, Duration::from_secs(30))
+            .await
+            .remove(0);
+        seen += 1;
+        assert!(seen <= stored.len() * 3, "far more messages than events");
+        let (meta, _) = orders::codec::decode_event(message.payload().unwrap()).unwrap();
+        let last = latest.entry(meta.order_id.to_string()).or_default();
+        assert!(
+            meta.version <= *last + 1,
+            "order {} jumped from v{last} to v{}",
+            meta.order_id,
+            meta.version
+        );
+        *last = (*last).max(meta.version);
+    }
+    assert_eq!(latest, expected, "the topic holds every stored event");
+}
+
+/// A free local port (bound, then released for a child process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Makes `database_url`'s database refuse (or accept again) every connection,
+/// terminating the open ones: the way tests take a database away.
+pub async fn cut_off_database(database_url: &str, cut: bool) {
+    let database = database_url
+        .rsplit_once('/')
+        .expect("url has a database")
+        .1
+        .to_owned();
+    let admin = pool(&env("ORDERS_PG_ADMIN_URL")).await;
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS {}",
+        !cut
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    if cut {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&database)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
 }

@@ -7,8 +7,6 @@ mod rebuild;
 mod scale;
 
 use std::{
-    collections::HashMap,
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Output, Stdio},
     sync::{
@@ -26,6 +24,7 @@ use orders::{
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
+pub use crate::support::{assert_topic_holds, free_port};
 use crate::{
     command::{TestCommand, line, place},
     query::TestQuery,
@@ -158,15 +157,6 @@ impl System {
     }
 }
 
-/// A free local port (bound, then released for a child to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What the command side acknowledged: the order and its version after each command.
 pub type Acked = Vec<(String, u64)>;
 
@@ -268,35 +258,4 @@ impl StopFlag {
     pub fn stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
-}
-
-/// Reads the whole topic until every stored (order, version) has been seen;
-/// checks that each order's versions arrive in order (duplicates allowed).
-pub async fn assert_topic_holds(kafka: &KafkaSettings, stored: &[(String, u64)]) {
-    use rdkafka::Message;
-    let mut expected: HashMap<String, u64> = HashMap::new();
-    for (order, version) in stored {
-        let max = expected.entry(order.clone()).or_default();
-        *max = (*max).max(*version);
-    }
-    let reader = support::topic_reader(&kafka.topic);
-    let mut latest: HashMap<String, u64> = HashMap::new();
-    let mut seen = 0;
-    while latest.values().sum::<u64>() < expected.values().sum::<u64>() {
-        let message = support::read_messages(&reader, 1, Duration::from_secs(30))
-            .await
-            .remove(0);
-        seen += 1;
-        assert!(seen <= stored.len() * 3, "far more messages than events");
-        let (meta, _) = orders::codec::decode_event(message.payload().unwrap()).unwrap();
-        let last = latest.entry(meta.order_id.to_string()).or_default();
-        assert!(
-            meta.version <= *last + 1,
-            "order {} jumped from v{last} to v{}",
-            meta.order_id,
-            meta.version
-        );
-        *last = (*last).max(meta.version);
-    }
-    assert_eq!(latest, expected, "the topic holds every stored event");
 }

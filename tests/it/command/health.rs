@@ -29,34 +29,17 @@ async fn status(port: u16) -> ServingStatus {
 async fn health_is_not_serving_while_the_database_refuses_connections() {
     let cmd = TestCommand::start().await;
     let port = cmd.port;
-    let database = cmd.database_url.rsplit('/').next().unwrap().to_owned();
-    let admin = support::pool(&support::env("ORDERS_PG_ADMIN_URL")).await;
     support::wait_until(Duration::from_secs(10), "SERVING", || async {
         status(port).await == ServingStatus::Serving
     })
     .await;
 
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS false"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&database)
-        .execute(&admin)
-        .await
-        .unwrap();
+    support::cut_off_database(&cmd.database_url, true).await;
     support::wait_until(Duration::from_secs(15), "NOT_SERVING", || async {
         status(port).await == ServingStatus::NotServing
     })
     .await;
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS true"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
+    support::cut_off_database(&cmd.database_url, false).await;
     support::wait_until(Duration::from_secs(15), "SERVING again", || async {
         status(port).await == ServingStatus::Serving
     })

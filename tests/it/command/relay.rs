@@ -1,7 +1,6 @@
 //! The outbox relay: late commits, crashes, and what reaches the topic.
 
 use std::{
-    collections::HashMap,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -17,7 +16,6 @@ use orders::{
     proto,
 };
 use prost::Message as _;
-use rdkafka::Message;
 use uuid::Uuid;
 
 use super::{TestCommand, connect, line, place};
@@ -159,20 +157,12 @@ fn spawn_binary(database_url: &str, topic: &str, port: u16) -> Child {
         .expect("spawn order-command")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn kill_9_mid_stream_loses_no_acknowledged_event_and_keeps_per_order_order() {
     let database_url = support::fresh_database("kill").await;
     let kafka = support::fresh_kafka("kill");
     let pool = support::pool(&database_url).await;
-    let port = free_port();
+    let port = support::free_port();
     let mut child = spawn_binary(&database_url, &kafka.topic, port);
     let mut client = connect(port).await;
 
@@ -231,31 +221,9 @@ async fn kill_9_mid_stream_loses_no_acknowledged_event_and_keeps_per_order_order
             "acknowledged {order} v{version} is stored"
         );
     }
-    let reader = support::topic_reader(&kafka.topic);
-    let mut latest: HashMap<String, u64> = HashMap::new();
-    let mut seen = 0;
-    // Read until every stored event has been applied by a version-deduplicating consumer.
-    while latest.values().sum::<u64>() < stored.len() as u64 {
-        let message = support::read_messages(&reader, 1, Duration::from_secs(30))
-            .await
-            .remove(0);
-        seen += 1;
-        assert!(seen <= stored.len() * 3, "far more messages than events");
-        let (meta, _) = codec::decode_event(message.payload().unwrap()).unwrap();
-        let last = latest.entry(meta.order_id.to_string()).or_default();
-        assert!(
-            meta.version <= *last + 1,
-            "order {} jumped from v{last} to v{}",
-            meta.order_id,
-            meta.version
-        );
-        *last = (*last).max(meta.version);
-    }
-    let per_order_max: HashMap<String, u64> =
-        stored.iter().fold(HashMap::new(), |mut m, (o, v)| {
-            let e = m.entry(o.to_string()).or_default();
-            *e = (*e).max(*v as u64);
-            m
-        });
-    assert_eq!(latest, per_order_max);
+    let stored: Vec<(String, u64)> = stored
+        .iter()
+        .map(|(o, v)| (o.to_string(), *v as u64))
+        .collect();
+    support::assert_topic_holds(&kafka, &stored).await;
 }

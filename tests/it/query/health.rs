@@ -45,28 +45,10 @@ async fn health_follows_the_database() {
     let port = query.port;
     wait_for_status(port, ServingStatus::Serving).await;
 
-    // Cut the read database off: no new connections, existing ones terminated.
-    let database = stack.database_url.rsplit_once('/').unwrap().1.to_owned();
-    let admin = support::pool(&support::env("ORDERS_PG_ADMIN_URL")).await;
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS false"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&database)
-        .execute(&admin)
-        .await
-        .unwrap();
+    support::cut_off_database(&stack.database_url, true).await;
     wait_for_status(port, ServingStatus::NotServing).await;
 
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS true"
-    ))
-    .execute(&admin)
-    .await
-    .unwrap();
+    support::cut_off_database(&stack.database_url, false).await;
     wait_for_status(port, ServingStatus::Serving).await;
     query.stop().await;
 }

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashMap,
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -19,15 +18,6 @@ use crate::support;
 
 const ORDERS: usize = 100;
 const EVENTS_PER_ORDER: usize = 10;
-
-/// A free local port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn_query(stack: &Stack, port: u16, log: &std::path::Path) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -84,7 +74,7 @@ async fn history_rows(stack: &Stack) -> i64 {
 async fn kill_9_mid_stream_then_restart_projects_every_event_exactly_once() {
     let stack = Stack::new("q_kill", 3).await;
     let log = std::env::temp_dir().join(format!("{}.log", support::unique("order_query_kill")));
-    let port = free_port();
+    let port = support::free_port();
     let mut child = spawn_query(&stack, port, &log);
     connect(port).await;
 
