@@ -162,11 +162,21 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .timeout(settings.request_timeout())
         .trace_fn(|request| {
+            // Correlation headers are logged on every RPC of both servers.
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             tracing::info_span!(
                 "rpc",
                 method = %request.uri().path(),
                 order_id = tracing::field::Empty,
-                request_id = tracing::field::Empty,
+                request_id = %header("x-request-id"),
+                traceparent = %header("traceparent"),
             )
         })
         .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))

@@ -29,13 +29,9 @@ impl CommandService {
             x_request_id: metadata_str(&request, "x-request-id").map(str::to_owned),
             traceparent: metadata_str(&request, "traceparent").map(str::to_owned),
         };
-        let span = tracing::Span::current();
-        if let Some(id) = &meta.x_request_id {
-            span.record("request_id", id.as_str());
-        }
         let request = request.into_inner();
         let parsed = ParsedCommand::try_from(&request).map_err(CommandError::from)?;
-        span.record("order_id", tracing::field::display(parsed.order_id));
+        tracing::Span::current().record("order_id", tracing::field::display(parsed.order_id));
         let result = self.writer.submit(rpc, parsed, &request, meta).await;
         match &result {
             Ok(accepted) => tracing::debug!(rpc, version = accepted.version, "accepted"),

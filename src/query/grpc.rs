@@ -254,7 +254,7 @@ impl OrderQueries for QueryService {
         &self,
         request: Request<proto::GetOrderRequest>,
     ) -> Result<Response<proto::GetOrderResponse>, Status> {
-        record_span(&request, &request.get_ref().order_id);
+        record_order(&request.get_ref().order_id);
         let deadline = self.deadline(&request);
         let request = request.into_inner();
         Ok(self
@@ -266,7 +266,6 @@ impl OrderQueries for QueryService {
         &self,
         request: Request<proto::ListOrdersRequest>,
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
-        record_span(&request, "");
         let request = request.into_inner();
         Ok(self
             .on_live(|read_model| self.list_orders(read_model, &request))
@@ -277,7 +276,7 @@ impl OrderQueries for QueryService {
         &self,
         request: Request<proto::GetOrderHistoryRequest>,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, Status> {
-        record_span(&request, &request.get_ref().order_id);
+        record_order(&request.get_ref().order_id);
         let request = request.into_inner();
         Ok(self
             .on_live(|read_model| self.get_order_history(read_model, &request))
@@ -285,13 +284,11 @@ impl OrderQueries for QueryService {
     }
 }
 
-fn record_span<T>(request: &Request<T>, order_id: &str) {
+/// Names the order in the RPC's span.
+fn record_order(order_id: &str) {
     let span = tracing::Span::current();
     if !order_id.is_empty() {
         span.record("order_id", order_id);
-    }
-    if let Some(request_id) = metadata_str(request, "x-request-id") {
-        span.record("request_id", request_id);
     }
 }
 
