@@ -3,6 +3,8 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
+use rdkafka::{Message, message::Headers};
+
 use orders::{config::QuerySettings, query::app::Application as QueryApp};
 
 use crate::{command::TestCommand, support};
@@ -139,6 +141,35 @@ async fn every_grpcurl_example_in_the_readme_works() {
             );
         }
     }
+    // The grpcurl session's first order reached the topic in version order, as CloudEvents.
+    let first_order = "0b6f7c1e-5d2a-4c3b-9f10-2a4e6d8c0b11";
+    let reader = support::topic_reader(&cmd.kafka.topic);
+    let events: Vec<(u64, String)> = support::read_messages(&reader, 7, Duration::from_secs(30))
+        .await
+        .iter()
+        .filter(|m| support::key_of(m) == first_order)
+        .map(|m| {
+            let (meta, _) =
+                orders::codec::decode_event(m.payload().expect("payload")).expect("an OrderEvent");
+            let ce_type = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "ce_type"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            (meta.version, ce_type)
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (1, "orders.v1.OrderPlaced".to_owned()),
+            (2, "orders.v1.OrderLineAdded".to_owned()),
+            (3, "orders.v1.OrderLineRemoved".to_owned()),
+            (4, "orders.v1.OrderConfirmed".to_owned()),
+            (5, "orders.v1.OrderShipped".to_owned()),
+        ]
+    );
     let _ = stop_query.send(());
     query_task.await.unwrap().expect("order-query ran");
     cmd.stop().await;
