@@ -404,36 +404,13 @@ pub fn cancelled(reason: &str) -> Event {
 
 /// The proto order a fold of `stream`'s events should project to (times aside).
 pub fn expected_order(stream: &OrderStream) -> proto::Order {
-    let order = stream.folded();
-    proto::Order {
-        order_id: stream.id(),
-        customer_id: order
-            .customer_id
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
-        status: codec::status_to_proto(order.status) as i32,
-        currency_code: order
-            .currency
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
-        lines: order.lines.iter().map(codec::line_to_proto).collect(),
-        total_minor: order.total_minor(),
-        version: order.version,
-        placed_at: None,
-        updated_at: None,
-        tracking_number: order
-            .tracking_number
-            .as_ref()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
-        cancel_reason: order
-            .cancel_reason
-            .as_ref()
-            .map(|r| r.as_str().to_owned())
-            .unwrap_or_default(),
-    }
+    let view = orders::query::read_model::OrderView {
+        order_id: uuid::Uuid::parse_str(&stream.id()).expect("stream id is a uuid"),
+        order: stream.folded(),
+        placed_at: chrono::DateTime::UNIX_EPOCH,
+        updated_at: chrono::DateTime::UNIX_EPOCH,
+    };
+    without_times(orders::query::grpc::order_to_proto(&view))
 }
 
 /// `order` with its timestamps cleared, for comparison with `expected_order`.
