@@ -1,4 +1,5 @@
-//! Compiles `proto/` into Rust (tonic + prost) and a descriptor set for server reflection.
+//! Compiles `proto/` into Rust (tonic + prost) and a descriptor set for server reflection,
+//! and the benchmark's echo service from `bench/proto/`.
 
 use std::{env, path::PathBuf};
 
@@ -13,6 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("orders_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
+    // The benchmark's echo reference server (orders-bench); not part of the API.
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("echo_descriptor.bin"))
+        .compile_protos(&["bench/proto/echo.proto"], &["bench/proto"])?;
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=bench/proto");
     Ok(())
 }

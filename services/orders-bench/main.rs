@@ -1,43 +1,54 @@
-//! `orders-bench`: a load generator for `orders`, using the generated tonic clients.
+//! `orders-bench`: the load generator and report writer of `scripts/bench`.
 //!
-//! Closed loop: N clients, each sending its next request when the last one is
-//! answered. Open loop: requests start at a fixed rate whatever the answers,
-//! and latency is measured from each request's intended start, so queueing is
-//! never hidden (no coordinated omission). Each run is bounded by a count and
-//! a duration. The summary is one JSON object on stdout.
+//! - `run`: one scenario against the servers, closed or open loop, bounded by
+//!   a count and a duration; the summary (HDR percentiles, throughput, errors
+//!   by gRPC code, optional RSS of watched pids) is one JSON object on stdout.
+//! - `rebuild`: times `orderctl rebuild` and reports its events/s.
+//! - `echo-server`: the trivial tonic server used as the gRPC reference.
+//! - `report`: turns a results file into BENCHMARKS.md and its SVG plots.
+
+mod echo;
+mod load;
+mod plot;
+mod report;
+mod scenario;
 
 use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
-use hdrhistogram::Histogram;
-use orders::proto::{
-    self, order_commands_client::OrderCommandsClient, order_queries_client::OrderQueriesClient,
-};
-use tokio::sync::Mutex;
-use tonic::transport::Channel;
+use clap::{Args, Parser, Subcommand};
+use scenario::{Clients, Scenario};
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Scenario {
-    /// PlaceOrder with 1-5 lines.
-    Place,
-    /// PlaceOrder, AddOrderLine, ConfirmOrder, ShipOrder; latency per command.
-    Lifecycle,
-    /// PlaceOrder, then GetOrder(min_version) on the query server: ack → visible lag.
-    ReadYourWrites,
-}
-
-/// Load generator for the orders gRPC servers.
+/// Load generator and report writer for the orders gRPC servers.
 #[derive(Debug, Parser)]
 #[command(name = "orders-bench", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one scenario and print its summary as JSON.
+    Run(RunArgs),
+    /// Time `orderctl rebuild` and print events/s as JSON.
+    Rebuild(RebuildArgs),
+    /// Serve the echo reference service until SIGTERM.
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:50159")]
+        addr: SocketAddr,
+    },
+    /// Write BENCHMARKS.md and its SVG plots from a results file.
+    Report(report::ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
     /// What to send.
     #[arg(long, value_enum, default_value_t = Scenario::Place)]
     scenario: Scenario,
@@ -47,233 +58,194 @@ struct Cli {
     /// Query server address.
     #[arg(long, env = "ORDERS_QUERY_ADDR", default_value = "127.0.0.1:50052")]
     query_addr: String,
-    /// Concurrent clients (closed loop) or most requests in flight (open loop).
+    /// Echo reference server address (scenario `echo`).
+    #[arg(long, default_value = "127.0.0.1:50159")]
+    echo_addr: String,
+    /// Concurrent clients (closed loop); in open loop, 64× this bounds the requests in flight.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Open loop at this many scenario iterations per second; closed loop when absent.
+    /// Open loop at this many iterations per second; closed loop when absent.
     #[arg(long)]
     rate: Option<f64>,
     /// Stop after this many iterations.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     count: u64,
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Warm-up iterations, not recorded.
+    /// Warm-up iterations before the measured run, not recorded.
     #[arg(long, default_value_t = 200)]
     warmup: u64,
     /// gRPC connections shared by the clients.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Orders placed before a read scenario (reads, get-order).
+    #[arg(long, default_value_t = 2_000)]
+    seed_orders: u64,
+    /// Sample the RSS of this process during the run: NAME=PID (repeatable).
+    #[arg(long = "watch-pid", value_parser = parse_watch)]
+    watch: Vec<(String, u32)>,
 }
 
-struct Recorder {
-    latency: Mutex<Histogram<u64>>,
-    errors: Mutex<BTreeMap<String, u64>>,
-    done: AtomicU64,
+#[derive(Debug, Args)]
+struct RebuildArgs {
+    /// The orderctl binary; its environment (databases, topic) is inherited.
+    #[arg(long, default_value = "orderctl")]
+    orderctl: PathBuf,
+    /// Rebuild from the event store instead of the topic.
+    #[arg(long)]
+    from_store: bool,
 }
 
-impl Recorder {
-    fn new() -> Self {
-        Self {
-            latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds")),
-            errors: Mutex::new(BTreeMap::new()),
-            done: AtomicU64::new(0),
-        }
-    }
-
-    async fn record(&self, started: Instant, result: Result<(), tonic::Status>) {
-        match result {
-            Ok(()) => {
-                let micros = started.elapsed().as_micros().max(1) as u64;
-                self.latency.lock().await.saturating_record(micros);
-            }
-            Err(status) => {
-                *self
-                    .errors
-                    .lock()
-                    .await
-                    .entry(format!("{:?}", status.code()))
-                    .or_default() += 1;
-            }
-        }
-        self.done.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Clone)]
-struct Clients {
-    commands: Vec<OrderCommandsClient<Channel>>,
-    queries: Vec<OrderQueriesClient<Channel>>,
-}
-
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connect to {addr}"))
-}
-
-fn place_request(i: u64) -> proto::PlaceOrderRequest {
-    let lines = (0..(i % 5 + 1))
-        .map(|n| proto::OrderLine {
-            product_id: format!("sku-{}", (i * 7 + n) % 1000),
-            quantity: (n as u32 % 3) + 1,
-            unit_price_minor: 199 + (n as i64) * 100,
-        })
-        .collect();
-    proto::PlaceOrderRequest {
-        customer_id: format!("bench-{}", i % 500),
-        currency_code: "EUR".into(),
-        lines,
-        ..Default::default()
-    }
-}
-
-/// Runs one iteration of the scenario; returns when it is complete.
-async fn iteration(scenario: Scenario, clients: &Clients, i: u64) -> Result<(), tonic::Status> {
-    let mut commands = clients.commands[i as usize % clients.commands.len()].clone();
-    let placed = commands.place_order(place_request(i)).await?.into_inner();
-    match scenario {
-        Scenario::Place => Ok(()),
-        Scenario::Lifecycle => {
-            let order_id = placed.order_id;
-            commands
-                .add_order_line(proto::AddOrderLineRequest {
-                    order_id: order_id.clone(),
-                    line: Some(proto::OrderLine {
-                        product_id: "extra".into(),
-                        quantity: 1,
-                        unit_price_minor: 50,
-                    }),
-                    ..Default::default()
-                })
-                .await?;
-            commands
-                .confirm_order(proto::ConfirmOrderRequest {
-                    order_id: order_id.clone(),
-                    ..Default::default()
-                })
-                .await?;
-            commands
-                .ship_order(proto::ShipOrderRequest {
-                    order_id,
-                    tracking_number: format!("T{i}"),
-                    ..Default::default()
-                })
-                .await?;
-            Ok(())
-        }
-        Scenario::ReadYourWrites => {
-            let mut queries = clients.queries[i as usize % clients.queries.len()].clone();
-            let mut request = tonic::Request::new(proto::GetOrderRequest {
-                order_id: placed.order_id,
-                min_version: Some(placed.version),
-            });
-            request.set_timeout(Duration::from_secs(5));
-            queries.get_order(request).await?;
-            Ok(())
-        }
-    }
+fn parse_watch(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s.split_once('=').ok_or("expected NAME=PID")?;
+    Ok((
+        name.to_owned(),
+        pid.parse().map_err(|_| "PID is not a number")?,
+    ))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let mut clients = Clients {
-        commands: Vec::new(),
-        queries: Vec::new(),
-    };
-    for _ in 0..cli.connections.max(1) {
-        clients
-            .commands
-            .push(OrderCommandsClient::new(channel(&cli.command_addr).await?));
-        if cli.scenario == Scenario::ReadYourWrites {
-            clients
-                .queries
-                .push(OrderQueriesClient::new(channel(&cli.query_addr).await?));
-        }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run(args) => run(args).await,
+        Command::Rebuild(args) => rebuild(args).await,
+        Command::EchoServer { addr } => echo::serve(addr).await,
+        Command::Report(args) => report::write(&args),
     }
-    let base = Instant::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()) << 32;
-    for w in 0..cli.warmup {
-        let _ = iteration(cli.scenario, &clients, base + w).await;
-    }
+}
 
-    let recorder = Arc::new(Recorder::new());
-    let next = Arc::new(AtomicU64::new(0));
-    let deadline = Duration::from_secs_f64(cli.duration);
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let scenario = args.scenario;
+    let mut clients = Clients::connect(
+        scenario,
+        &args.command_addr,
+        &args.query_addr,
+        &args.echo_addr,
+        args.connections,
+    )
+    .await?;
+    // Distinct customers and products per run, so runs never share state by accident.
+    let base = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    if scenario.needs_seed() {
+        clients
+            .seed(args.seed_orders, base, Duration::from_secs(120))
+            .await?;
+    }
+    let clients = Arc::new(clients);
+    for w in 0..args.warmup {
+        let _ = scenario::iteration(scenario, clients.clone(), base.wrapping_add(spread(w))).await;
+    }
+    let plan = load::Plan {
+        concurrency: args.concurrency,
+        rate: args.rate,
+        count: args.count,
+        duration: Duration::from_secs_f64(args.duration),
+    };
+    let rss = load::RssSampler::start(args.watch);
+    let offset = base.wrapping_add(spread(args.warmup));
+    let mut summary = load::run(plan, &scenario.name(), move |n| {
+        scenario::iteration(scenario, clients.clone(), offset.wrapping_add(spread(n)))
+    })
+    .await;
+    summary["scenario"] = scenario.name().into();
+    summary["rss"] = rss.finish().await;
+    println!("{summary}");
+    Ok(())
+}
+
+/// Spreads iteration numbers so that neighbours differ in customer and lines.
+fn spread(n: u64) -> u64 {
+    n.wrapping_mul(0x9E37_79B9)
+}
+
+async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let mut command = tokio::process::Command::new(&args.orderctl);
+    command.arg("rebuild").arg("--drop-old");
+    if args.from_store {
+        command.arg("--from-store");
+    }
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    match cli.rate {
-        None => {
-            for _ in 0..cli.concurrency.max(1) {
-                let (clients, recorder, next) = (clients.clone(), recorder.clone(), next.clone());
-                let (scenario, count) = (cli.scenario, cli.count);
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= count || started.elapsed() >= deadline {
-                            break;
-                        }
-                        let t = Instant::now();
-                        let result = iteration(scenario, &clients, base + cli_offset(n)).await;
-                        recorder.record(t, result).await;
-                    }
-                }));
-            }
-        }
-        Some(rate) => {
-            let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
-            let in_flight = Arc::new(tokio::sync::Semaphore::new(cli.concurrency.max(1) * 64));
-            let mut n = 0u64;
-            while n < cli.count {
-                let intended = started + interval.mul_f64(n as f64);
-                if intended.duration_since(started) >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until(intended.into()).await;
-                let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
-                let (clients, recorder, scenario) =
-                    (clients.clone(), recorder.clone(), cli.scenario);
-                tasks.push(tokio::spawn(async move {
-                    let result = iteration(scenario, &clients, base + cli_offset(n)).await;
-                    // Latency from the intended start: time spent queued behind a slow answer counts.
-                    recorder.record(intended, result).await;
-                    drop(permit);
-                }));
-                n += 1;
-            }
-        }
-    }
-    for task in tasks {
-        task.await?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let latency = recorder.latency.lock().await;
-    let errors = recorder.errors.lock().await;
-    let done = recorder.done.load(Ordering::Relaxed);
-    let ok = latency.len();
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let output = command
+        .output()
+        .await
+        .with_context(|| format!("run {}", args.orderctl.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "orderctl rebuild failed ({}): {}{}",
+        output.status,
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events = reported(&stdout, "events")
+        .with_context(|| format!("no event count in orderctl's output:\n{stdout}"))?;
+    // Wall clock includes process start, verification and the switch; orderctl's
+    // own rate covers building the generation only.
     let summary = serde_json::json!({
-        "scenario": format!("{:?}", cli.scenario).to_lowercase(),
-        "mode": if cli.rate.is_some() { "open" } else { "closed" },
-        "concurrency": cli.concurrency,
-        "offered_rate": cli.rate,
-        "iterations": done,
-        "ok": ok,
-        "elapsed_s": elapsed,
-        "throughput_per_s": ok as f64 / elapsed,
-        "latency_ms": {
-            "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
-            "max": latency.max() as f64 / 1000.0,
-        },
-        "errors": *errors,
+        "scenario": "rebuild",
+        "source": if args.from_store { "store" } else { "topic" },
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "build_events_per_s": reported(&stdout, "events/s").or_else(|| reported(&stdout, "events_per_s")),
+        "output": stdout.trim(),
     });
     println!("{summary}");
     Ok(())
 }
 
-/// Spreads iteration numbers so concurrent runs never share customer ids by accident.
-fn cli_offset(n: u64) -> u64 {
-    n.wrapping_mul(0x9E37_79B9)
+/// A number in `orderctl rebuild`'s output: `<key>=<n>`, or `<n> <key>` (the
+/// summary line: "… 25793 events (…) in 1.2 s, 21000 events/s …").
+fn reported(stdout: &str, key: &str) -> Option<f64> {
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let number = |w: &str| {
+        w.trim_matches(|c: char| !c.is_ascii_digit() && c != '.')
+            .replace(',', "")
+            .parse()
+            .ok()
+    };
+    words.iter().enumerate().find_map(|(i, word)| {
+        if let Some(n) = word.strip_prefix(key).and_then(|w| w.strip_prefix('=')) {
+            return number(n);
+        }
+        let next = words.get(i + 1)?.trim_end_matches([',', ';', ':', ')']);
+        if next == key { number(word) } else { None }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_read_from_either_output_form() {
+        let line = "generation 3 (read_model_g3) is live, replacing 2: 25793 events (0 from the \
+                    store, 25793 from the topic) in 1.4 s, 18423 events/s; verified 6524 orders";
+        assert_eq!(reported(line, "events"), Some(25_793.0));
+        assert_eq!(reported(line, "events/s"), Some(18_423.0));
+        let machine = "rebuild: events=25793 orders=6524 events_per_s=120000.5";
+        assert_eq!(reported(machine, "events"), Some(25_793.0));
+        assert_eq!(reported(machine, "events_per_s"), Some(120_000.5));
+        assert_eq!(reported("applied 1,200 events", "events"), Some(1_200.0));
+        assert_eq!(reported("nothing here", "events"), None);
+    }
+
+    #[test]
+    fn watch_pids_parse_and_reject_garbage() {
+        assert_eq!(parse_watch("command=42"), Ok(("command".into(), 42)));
+        assert!(parse_watch("command").is_err());
+        assert!(parse_watch("command=x").is_err());
+    }
 }
