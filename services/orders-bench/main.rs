@@ -82,6 +82,9 @@ struct RunArgs {
     /// Orders placed before a read scenario (reads, get-order).
     #[arg(long, default_value_t = 2_000)]
     seed_orders: u64,
+    /// Write the seeded orders' GetOrder requests here as a JSON array (ghz --data-file).
+    #[arg(long)]
+    seed_requests_out: Option<PathBuf>,
     /// Sample the RSS of this process during the run: NAME=PID (repeatable).
     #[arg(long = "watch-pid", value_parser = parse_watch)]
     watch: Vec<(String, u32)>,
@@ -141,6 +144,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         clients
             .seed(args.seed_orders, base, Duration::from_secs(120))
             .await?;
+        if let Some(path) = &args.seed_requests_out {
+            let requests: Vec<_> = clients
+                .seeded_order_ids()
+                .map(|id| serde_json::json!({ "order_id": id }))
+                .collect();
+            std::fs::write(path, serde_json::to_vec(&requests)?)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
     }
     let clients = Arc::new(clients);
     for w in 0..args.warmup {

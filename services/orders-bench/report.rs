@@ -79,6 +79,15 @@ fn verdict(measured: f64, target: f64, higher_is_better: bool) -> String {
     }
 }
 
+/// A figure with `decimals`, or a dash when it was not measured.
+fn num(v: f64, decimals: usize) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if a.is_nan() || b.is_nan() || b == 0.0 {
         "–".into()
@@ -394,15 +403,15 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
             let rate = f(o, "throughput_per_s");
             writeln!(
                 w,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
                 kind.replace('_', ""),
                 e["clients"],
                 rate,
                 f(o, "latency_ms.p50"),
                 f(o, "latency_ms.p99"),
                 errors(o),
-                f(e, "ghz.rps"),
-                f(e, "ghz.p99_ms"),
+                num(f(e, "ghz.rps"), 0),
+                num(f(e, "ghz.p99_ms"), 2),
                 ratio(rate, f(e, "ghz.rps")),
                 ratio(rate, echo_rate),
             )?;

@@ -101,6 +101,10 @@ impl Clients {
         Ok(clients)
     }
 
+    pub fn seeded_order_ids(&self) -> impl Iterator<Item = &str> {
+        self.seeded.iter().map(|(order_id, _)| order_id.as_str())
+    }
+
     /// Places `count` orders (16 at a time) and waits until the query server
     /// shows the last of them; bounded by `timeout`.
     pub async fn seed(&mut self, count: u64, base: u64, timeout: Duration) -> anyhow::Result<()> {
