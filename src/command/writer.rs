@@ -76,17 +76,30 @@ pub struct Writer {
 
 impl Writer {
     /// Starts `tasks` writer tasks on `pool`, each committing at most `max_batch` commands at once.
+    ///
+    /// `abort_mid_batch` is fault injection for crash tests, `None` in service:
+    /// with `Some(n)` the process aborts once a batch of at least `n` commands
+    /// has inserted its events, before its COMMIT.
     pub fn start(
         pool: PgPool,
         tasks: usize,
         max_batch: usize,
+        abort_mid_batch: Option<usize>,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        if let Some(n) = abort_mid_batch {
+            tracing::warn!(
+                batch_size = n,
+                "FAULT INJECTION ARMED: the process aborts before committing a batch this large \
+                 (ORDERS_FAULT_ABORT_MID_BATCH; for crash tests only)"
+            );
+        }
         let (shards, handles) = (0..tasks.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
                 let task = WriterTask {
                     pool: pool.clone(),
                     max_batch: max_batch.max(1),
+                    abort_mid_batch,
                 };
                 (tx, tokio::spawn(task.run(rx)))
             })
@@ -122,6 +135,7 @@ impl Writer {
 struct WriterTask {
     pool: PgPool,
     max_batch: usize,
+    abort_mid_batch: Option<usize>,
 }
 
 /// How one submission of a batch was settled during an attempt.
@@ -283,6 +297,14 @@ impl WriterTask {
         store::append(&mut tx, &events, &new_keys)
             .await
             .or_else(fail)?;
+        if self.abort_mid_batch.is_some_and(|n| batch.len() >= n) {
+            tracing::error!(
+                size = batch.len(),
+                events = events.len(),
+                "fault injection: aborting with the batch inserted but not committed"
+            );
+            std::process::abort();
+        }
         tx.commit().await.map_err(StoreError::from).or_else(fail)?;
         Ok(settled)
     }
