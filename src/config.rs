@@ -118,6 +118,15 @@ pub struct CommandSettings {
     /// Batching writer tasks; commands are sharded to them by order id.
     #[arg(long = "writers", env = "ORDERS_WRITERS", default_value_t = 2)]
     pub writers: usize,
+    /// Fault injection for crash tests only, off unless set: the process aborts
+    /// once a batch of at least this many commands has inserted its events,
+    /// before its COMMIT.
+    #[arg(
+        long = "fault-abort-mid-batch",
+        env = "ORDERS_FAULT_ABORT_MID_BATCH",
+        hide = true
+    )]
+    pub fault_abort_mid_batch: Option<usize>,
 }
 
 impl CommandSettings {
@@ -131,6 +140,7 @@ impl CommandSettings {
             relay: true,
             max_batch: 256,
             writers: 2,
+            fault_abort_mid_batch: None,
         }
     }
 }

@@ -99,6 +99,7 @@ impl Application {
             self.pool.clone(),
             self.settings.writers,
             self.settings.max_batch,
+            self.settings.fault_abort_mid_batch,
         );
 
         let (reporter, health_service) = tonic_health::server::health_reporter();

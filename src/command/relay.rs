@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::future::join_all;
+use futures::{FutureExt as _, future::join_all};
 use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
@@ -27,6 +27,9 @@ use crate::{config::KafkaSettings, kafka};
 
 /// Advisory-lock key that elects the relay leader ("orders-relay").
 pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7273_726c;
+
+/// Most queued commit notifications folded into one wake-up.
+const COALESCED_WAKE_UPS: usize = 4096;
 
 /// `ce_source` of every event.
 const SOURCE: &str = "/orders/order-command";
@@ -231,12 +234,21 @@ impl Relay {
             };
             let woken = async {
                 match listener.as_mut() {
-                    Some(l) if self.leader.is_some() => {
-                        if let Err(error) = l.recv().await {
+                    Some(l) if self.leader.is_some() => match l.recv().await {
+                        // Every commit notifies; those already queued are all covered
+                        // by the next step, which reads everything committed so far.
+                        Ok(_) => {
+                            for _ in 0..COALESCED_WAKE_UPS {
+                                if !matches!(l.recv().now_or_never(), Some(Ok(_))) {
+                                    break;
+                                }
+                            }
+                        }
+                        Err(error) => {
                             tracing::warn!(%error, "outbox listener failed; polling");
                             tokio::time::sleep(pause).await;
                         }
-                    }
+                    },
                     _ => std::future::pending().await,
                 }
             };

@@ -99,6 +99,9 @@ pub async fn load_orders(
     conn: &mut PgConnection,
     ids: &[OrderId],
 ) -> Result<HashMap<OrderId, Order>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     let uuids: Vec<Uuid> = ids.iter().map(OrderId::as_uuid).collect();
     let rows = sqlx::query(
         "SELECT position, order_id, payload FROM events \
@@ -153,7 +156,8 @@ pub async fn load_answers(
 }
 
 /// Appends events (in the given order), their outbox rows and the keys, and
-/// notifies the relay on commit. Must run inside the caller's transaction.
+/// notifies the relay on commit, in one statement (one round trip). Must run
+/// inside the caller's transaction.
 pub async fn append(
     conn: &mut PgConnection,
     events: &[NewEvent],
@@ -168,58 +172,32 @@ pub async fn append(
                                request_id, correlation_id, causation_id, traceparent) \
            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::bytea[], \
                                 $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[]) \
-           RETURNING position) \
-         INSERT INTO outbox (event_position) SELECT position FROM inserted ORDER BY position",
+           RETURNING position), \
+         queued AS ( \
+           INSERT INTO outbox (event_position) SELECT position FROM inserted ORDER BY position), \
+         keyed AS ( \
+           INSERT INTO idempotency_keys (request_id, rpc, request, order_id, version) \
+           SELECT * FROM UNNEST($11::text[], $12::text[], $13::bytea[], $14::uuid[], $15::int8[])) \
+         SELECT pg_notify($16, '')",
     )
     .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.order_id.as_uuid()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.version as i64).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.event_type).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.correlation_id.clone()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.causation_id.clone()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.traceparent.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.request_id.as_deref()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.causation_id.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.traceparent.as_deref()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.request_id.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.answer.rpc.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.answer.request.as_slice()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.answer.order_id.as_uuid()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.answer.version as i64).collect::<Vec<_>>())
+    .bind(OUTBOX_CHANNEL)
     .execute(&mut *conn)
     .await?;
-    if !keys.is_empty() {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (request_id, rpc, request, order_id, version) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::int8[])",
-        )
-        .bind(
-            keys.iter()
-                .map(|k| k.request_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keys.iter()
-                .map(|k| k.answer.rpc.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keys.iter()
-                .map(|k| k.answer.request.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keys.iter()
-                .map(|k| k.answer.order_id.as_uuid())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            keys.iter()
-                .map(|k| k.answer.version as i64)
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

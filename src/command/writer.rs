@@ -3,14 +3,18 @@
 //! commands in arrival order on the evolving state, appends every resulting
 //! event in one transaction, and answers each RPC only after the commit.
 //!
-//! A lone command is written at once: batching never waits on a timer. If
-//! another writer wins a race (unique violation), the whole batch is rolled
-//! back and re-decided on fresh state, so only commands that really conflict
-//! fail (with `expected_version`) or see the new state (without it).
+//! A lone command is written at once: batching never waits on a timer. Each
+//! task keeps its own connection, and a batch costs four round trips (BEGIN,
+//! one load, one append, COMMIT), three when it only places orders: on a first
+//! attempt a PlaceOrder's order and idempotency key are taken as unused, and
+//! the unique constraints check that. If another writer wins a race (unique
+//! violation), the whole batch is rolled back and re-decided on loaded state,
+//! so only commands that really conflict fail (with `expected_version`) or see
+//! the new state (without it).
 
 use chrono::Utc;
 use prost::Message as _;
-use sqlx::PgPool;
+use sqlx::{Acquire as _, PgConnection, PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -76,17 +80,31 @@ pub struct Writer {
 
 impl Writer {
     /// Starts `tasks` writer tasks on `pool`, each committing at most `max_batch` commands at once.
+    ///
+    /// `abort_mid_batch` is fault injection for crash tests, `None` in service:
+    /// with `Some(n)` the process aborts once a batch of at least `n` commands
+    /// has inserted its events, before its COMMIT.
     pub fn start(
         pool: PgPool,
         tasks: usize,
         max_batch: usize,
+        abort_mid_batch: Option<usize>,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        if let Some(n) = abort_mid_batch {
+            tracing::warn!(
+                batch_size = n,
+                "FAULT INJECTION ARMED: the process aborts before committing a batch this large \
+                 (ORDERS_FAULT_ABORT_MID_BATCH; for crash tests only)"
+            );
+        }
         let (shards, handles) = (0..tasks.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(max_batch.max(1) * 4);
                 let task = WriterTask {
                     pool: pool.clone(),
+                    conn: None,
                     max_batch: max_batch.max(1),
+                    abort_mid_batch,
                 };
                 (tx, tokio::spawn(task.run(rx)))
             })
@@ -121,7 +139,9 @@ impl Writer {
 
 struct WriterTask {
     pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
     max_batch: usize,
+    abort_mid_batch: Option<usize>,
 }
 
 /// How one submission of a batch was settled during an attempt.
@@ -132,26 +152,54 @@ enum Settled {
     Accepted(Accepted),
 }
 
-/// A lost race: the batch is re-decided.
-struct Retry;
+/// Why an attempt did not commit.
+enum Failure {
+    /// Another writer won a race (unique violation): the batch is re-decided.
+    Lost,
+    /// The connection failed at BEGIN: nothing of the batch reached the database.
+    Begin(StoreError),
+    /// Anything else fails the batch.
+    Store(StoreError),
+}
 
 impl WriterTask {
-    async fn run(self, mut rx: mpsc::Receiver<Submission>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut batch, self.max_batch).await > 0 {
             self.process(std::mem::take(&mut batch)).await;
         }
     }
 
-    async fn process(&self, mut pending: Vec<Submission>) {
+    /// The task's own connection (kept between batches, so its prepared statements
+    /// stay warm and no batch pays a pool round trip), and whether it was reused.
+    async fn connection(&mut self) -> Result<(PoolConnection<Postgres>, bool), StoreError> {
+        match self.conn.take() {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.pool.acquire().await?, false)),
+        }
+    }
+
+    async fn process(&mut self, mut pending: Vec<Submission>) {
         // A caller whose deadline passed is gone: its command is not applied at all.
         pending.retain(|s| !s.reply.is_closed());
         for attempt in 1..=MAX_ATTEMPTS {
             if pending.is_empty() {
                 return;
             }
-            match self.attempt(&pending).await {
+            let (mut conn, reused) = match self.connection().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::error!(%error, size = pending.len(), "no database connection");
+                    for submission in pending.drain(..) {
+                        let _ = submission.reply.send(Err(CommandError::Internal));
+                    }
+                    return;
+                }
+            };
+            // The first attempt takes new orders as absent; a lost race re-decides on loaded state.
+            match self.attempt(&mut conn, &pending, attempt == 1).await {
                 Ok(settled) => {
+                    self.conn = Some(conn);
                     for (submission, outcome) in pending.drain(..).zip(settled) {
                         let result = match outcome {
                             Settled::Answered(result) => result,
@@ -161,14 +209,21 @@ impl WriterTask {
                     }
                     return;
                 }
-                Err(Ok(Retry)) => {
+                Err(Failure::Lost) => {
+                    self.conn = Some(conn);
                     tracing::debug!(
                         attempt,
                         size = pending.len(),
                         "batch lost a race; re-deciding"
                     );
                 }
-                Err(Err(error)) => {
+                Err(Failure::Begin(error)) if reused => {
+                    // A kept connection went stale (database restart): take a fresh one.
+                    conn.close_on_drop();
+                    tracing::warn!(%error, "writer connection lost; reconnecting");
+                }
+                Err(Failure::Begin(error) | Failure::Store(error)) => {
+                    conn.close_on_drop();
                     tracing::error!(%error, size = pending.len(), "batch failed");
                     for submission in pending.drain(..) {
                         let _ = submission.reply.send(Err(CommandError::Internal));
@@ -182,25 +237,39 @@ impl WriterTask {
         }
     }
 
-    /// Decides the batch on fresh state and commits it; `Err(Ok(Retry))` on a lost race.
+    /// Decides the batch and commits it in one transaction: BEGIN, one load (none
+    /// for a batch of new orders on the first attempt), one append, COMMIT.
+    ///
+    /// With `optimistic`, a PlaceOrder's order and idempotency key are taken as
+    /// unused without reading them: if either exists, the unique constraints
+    /// refuse the append and the batch is re-decided on loaded state.
     async fn attempt(
         &self,
+        conn: &mut PgConnection,
         batch: &[Submission],
-    ) -> Result<Vec<Settled>, Result<Retry, StoreError>> {
-        let mut tx = self
-            .pool
+        optimistic: bool,
+    ) -> Result<Vec<Settled>, Failure> {
+        let mut tx = conn
             .begin()
             .await
-            .map_err(|e| Err(StoreError::from(e)))?;
+            .map_err(|e| Failure::Begin(StoreError::from(e)))?;
+        let loaded = |s: &&Submission| {
+            !(optimistic && matches!(s.parsed.command, Command::PlaceOrder { .. }))
+        };
         let keys: Vec<String> = batch
             .iter()
+            .filter(loaded)
             .filter_map(|s| s.parsed.request_id.as_ref().map(|k| k.as_str().to_owned()))
             .collect();
-        let stored = store::load_answers(&mut tx, &keys).await.or_else(fail)?;
-        let mut ids: Vec<OrderId> = batch.iter().map(|s| s.parsed.order_id).collect();
+        let stored = store::load_answers(&mut tx, &keys).await.map_err(fail)?;
+        let mut ids: Vec<OrderId> = batch
+            .iter()
+            .filter(loaded)
+            .map(|s| s.parsed.order_id)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut orders = store::load_orders(&mut tx, &ids).await.or_else(fail)?;
+        let mut orders = store::load_orders(&mut tx, &ids).await.map_err(fail)?;
 
         let occurred_at = Utc::now();
         let mut events = Vec::new();
@@ -282,17 +351,25 @@ impl WriterTask {
         events.sort_by_key(|e| (e.order_id, e.version));
         store::append(&mut tx, &events, &new_keys)
             .await
-            .or_else(fail)?;
-        tx.commit().await.map_err(StoreError::from).or_else(fail)?;
+            .map_err(fail)?;
+        if self.abort_mid_batch.is_some_and(|n| batch.len() >= n) {
+            tracing::error!(
+                size = batch.len(),
+                events = events.len(),
+                "fault injection: aborting with the batch inserted but not committed"
+            );
+            std::process::abort();
+        }
+        tx.commit().await.map_err(|e| fail(StoreError::from(e)))?;
         Ok(settled)
     }
 }
 
 /// A unique violation means another writer won: retry; anything else fails the batch.
-fn fail<T>(error: StoreError) -> Result<T, Result<Retry, StoreError>> {
+fn fail(error: StoreError) -> Failure {
     match error {
-        StoreError::Conflict(_) => Err(Ok(Retry)),
-        other => Err(Err(other)),
+        StoreError::Conflict(_) => Failure::Lost,
+        other => Failure::Store(other),
     }
 }
 

@@ -169,3 +169,52 @@ async fn two_servers_on_one_store_never_fork_an_order() {
     second.stop().await;
     first.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_new_orders_commits_around_a_placed_twice_order_and_a_retried_request_id() {
+    let mut cmd = TestCommand::start().await;
+    let taken = uuid::Uuid::new_v4().to_string();
+    let first_request = proto::PlaceOrderRequest {
+        request_id: "place-once".into(),
+        order_id: taken.clone(),
+        ..place("hana")
+    };
+    let first = cmd
+        .client
+        .place_order(first_request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The writer's first attempt guesses every PlaceOrder's order and key unused:
+    // the two wrong guesses in this burst must not cost the other commands anything.
+    let mut requests: Vec<proto::PlaceOrderRequest> =
+        (0..20).map(|i| place(&format!("burst-{i}"))).collect();
+    requests.push(proto::PlaceOrderRequest {
+        order_id: taken.clone(),
+        ..place("ivan")
+    });
+    requests.push(first_request);
+    let calls = requests.into_iter().map(|request| {
+        let mut client = cmd.client.clone();
+        tokio::spawn(async move { client.place_order(request).await.map(|r| r.into_inner()) })
+    });
+    let mut results: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+
+    let retried = results
+        .pop()
+        .unwrap()
+        .expect("a retry gets the first answer");
+    assert_eq!(retried, first);
+    let twice = results.pop().unwrap().expect_err("the order exists");
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    for result in &results {
+        assert_eq!(result.as_ref().expect("a new order is placed").version, 1);
+    }
+    assert_eq!(cmd.event_count().await, 21);
+    cmd.stop().await;
+}

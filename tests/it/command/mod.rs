@@ -2,6 +2,7 @@
 //! store, and the relay to Kafka.
 
 mod concurrency;
+mod crash;
 mod flow;
 mod health;
 mod rejections;
