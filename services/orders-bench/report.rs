@@ -248,8 +248,8 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
     writeln!(
         w,
         "Closed loop, N clients each waiting for its answer. The reference is `pgbench` running \
-         the command path's append transaction (`bench/pgbench-append.sql`: read the stream, \
-         insert the event and its outbox row, notify, commit) with the same N, on a fresh \
+         the command path's append transaction (`bench/pgbench-append.sql`: one statement \
+         inserting the event and its outbox row and notifying, then commit) with the same N, on a fresh \
          database of the same server. `synchronous_commit` is on for both. The relay and the \
          query side run during the orders figures, as they do in production.\n"
     )?;
