@@ -171,6 +171,69 @@ pub struct QuerySettings {
         default_value_t = 5_000
     )]
     pub max_wait_ms: u64,
+    /// The projector's Kafka consumer.
+    #[command(flatten)]
+    pub consumer: ConsumerSettings,
+}
+
+/// The projector's Kafka consumer: group membership timeouts and the memory
+/// its prefetch queue may hold.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerSettings {
+    /// Group session timeout: a killed instance's partitions move to the
+    /// others after this long (librdkafka `session.timeout.ms`).
+    #[arg(
+        long = "consumer-session-timeout-ms",
+        env = "ORDERS_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
+    pub session_timeout_ms: u32,
+    /// Heartbeat interval, well below the session timeout
+    /// (librdkafka `heartbeat.interval.ms`).
+    #[arg(
+        long = "consumer-heartbeat-interval-ms",
+        env = "ORDERS_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 1_500
+    )]
+    pub heartbeat_interval_ms: u32,
+    /// Longest the projector may go without polling before it leaves the
+    /// group; it is also the rebalance timeout, the longest a rejoin waits for
+    /// members that have not rejoined, such as this process's own previous
+    /// membership after a broker restart (librdkafka `max.poll.interval.ms`).
+    #[arg(
+        long = "consumer-max-poll-interval-ms",
+        env = "ORDERS_CONSUMER_MAX_POLL_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub max_poll_interval_ms: u32,
+    /// Most kilobytes of prefetched messages held per consumer
+    /// (librdkafka `queued.max.messages.kbytes`, default there 65536).
+    #[arg(
+        long = "consumer-queued-max-kbytes",
+        env = "ORDERS_CONSUMER_QUEUED_MAX_KBYTES",
+        default_value_t = 4_096
+    )]
+    pub queued_max_kbytes: u32,
+    /// librdkafka debug contexts for the consumer (`debug`), e.g. `cgrp` or
+    /// `cgrp,fetch`; empty for none.
+    #[arg(
+        long = "consumer-debug",
+        env = "ORDERS_CONSUMER_DEBUG",
+        default_value = ""
+    )]
+    pub debug: String,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 6_000,
+            heartbeat_interval_ms: 1_500,
+            max_poll_interval_ms: 30_000,
+            queued_max_kbytes: 4_096,
+            debug: String::new(),
+        }
+    }
 }
 
 impl QuerySettings {
@@ -188,6 +251,7 @@ impl QuerySettings {
             consumer_group: consumer_group.into(),
             projector: true,
             max_wait_ms: 5_000,
+            consumer: ConsumerSettings::default(),
         }
     }
 }

@@ -38,8 +38,9 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::FutureExt;
 use rdkafka::{
-    ClientContext, Message, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
     message::{Headers, OwnedMessage},
 };
 use tokio_util::sync::CancellationToken;
@@ -195,6 +196,43 @@ enum Target {
     Building(i32),
 }
 
+/// The projector's consumer configuration.
+fn consumer_config(settings: &QuerySettings) -> ClientConfig {
+    let consumer = &settings.consumer;
+    let mut config = kafka::base_config(&settings.kafka);
+    config
+        .set("group.id", &settings.consumer_group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // A killed instance's partitions move after seconds, not the default 45 s.
+        .set(
+            "session.timeout.ms",
+            consumer.session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            consumer.heartbeat_interval_ms.to_string(),
+        )
+        // Also the rebalance timeout: after a broker restart this process may
+        // rejoin as a new member while the coordinator still waits for its old
+        // membership; the join completes at the latest after this long
+        // (librdkafka's default is 300 s).
+        .set(
+            "max.poll.interval.ms",
+            consumer.max_poll_interval_ms.to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            consumer.queued_max_kbytes.to_string(),
+        );
+    if !consumer.debug.is_empty() {
+        config.set("debug", &consumer.debug);
+    }
+    config
+}
+
 /// What became of a batch's transaction.
 enum Written {
     Committed,
@@ -300,16 +338,8 @@ impl Projector {
             topic: topic.clone(),
             rebalances: rebalances.clone(),
         };
-        let consumer: StreamConsumer<ProjectorContext> = kafka::base_config(&settings.kafka)
-            .set("group.id", &settings.consumer_group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            // A killed instance's partitions move after 6 s, not the default 45 s.
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1500")
-            .create_with_context(context)?;
+        let consumer: StreamConsumer<ProjectorContext> =
+            consumer_config(settings).create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         Ok(Self {
             consumer,
@@ -486,17 +516,30 @@ impl Projector {
     }
 
     /// Up to `MAX_BATCH` messages: waits for the first, then takes what is ready.
+    ///
+    /// Consumer errors that librdkafka recovers from by itself (a broker
+    /// down, a failed reconnect) are logged and skipped, not returned: it
+    /// queues one per failed connection attempt, on the same queue as the
+    /// group's rebalance events, so backing off per error after an outage
+    /// would leave a new assignment waiting behind minutes of them.
     async fn poll(&self, stop: &CancellationToken) -> Result<Vec<OwnedMessage>, QueryError> {
-        let first = tokio::select! {
-            biased;
-            () = stop.cancelled() => return Ok(vec![]),
-            first = tokio::time::timeout(POLL_WAIT, self.consumer.recv()) => first,
+        let deadline = tokio::time::Instant::now() + POLL_WAIT;
+        let first = loop {
+            let received = tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(vec![]),
+                received = tokio::time::timeout_at(deadline, self.consumer.recv()) => received,
+            };
+            match received {
+                Err(_elapsed) => return Ok(vec![]),
+                Ok(Ok(message)) => break message.detach(),
+                Ok(Err(KafkaError::MessageConsumption(code))) => {
+                    tracing::debug!(?code, "consumer error; librdkafka retries by itself");
+                }
+                Ok(Err(error)) => return Err(error.into()),
+            }
         };
-        let mut batch = match first {
-            Err(_elapsed) => return Ok(vec![]),
-            Ok(Err(error)) => return Err(error.into()),
-            Ok(Ok(message)) => vec![message.detach()],
-        };
+        let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => batch.push(message.detach()),
