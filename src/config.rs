@@ -171,6 +171,17 @@ pub struct QuerySettings {
         default_value_t = 5_000
     )]
     pub max_wait_ms: u64,
+    /// Whether the projector's transactions wait for their WAL flush
+    /// (`synchronous_commit`). Off by default: a crash of PostgreSQL may lose
+    /// the last fraction of a second of projector commits, positions included,
+    /// and Kafka redelivers them (see ARCHITECTURE.md).
+    #[arg(
+        long = "projector-synchronous-commit",
+        env = "ORDERS_PROJECTOR_SYNCHRONOUS_COMMIT",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub projector_synchronous_commit: bool,
     /// The projector's Kafka consumer.
     #[command(flatten)]
     pub consumer: ConsumerSettings,
@@ -251,6 +262,7 @@ impl QuerySettings {
             consumer_group: consumer_group.into(),
             projector: true,
             max_wait_ms: 5_000,
+            projector_synchronous_commit: false,
             consumer: ConsumerSettings::default(),
         }
     }

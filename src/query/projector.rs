@@ -43,6 +43,7 @@ use rdkafka::{
     error::KafkaError,
     message::{Headers, OwnedMessage},
 };
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -226,7 +227,10 @@ fn consumer_config(settings: &QuerySettings) -> ClientConfig {
         .set(
             "queued.max.messages.kbytes",
             consumer.queued_max_kbytes.to_string(),
-        );
+        )
+        // When that queue is full, fetch again soon after it drains rather
+        // than after librdkafka's default second.
+        .set("fetch.queue.backoff.ms", "50");
     if !consumer.debug.is_empty() {
         config.set("debug", &consumer.debug);
     }
@@ -255,6 +259,8 @@ pub struct Projector {
     positions: HashMap<i32, Option<i64>>,
     /// Assigned partitions still to be sought to their stored positions.
     unpositioned: BTreeSet<i32>,
+    /// The pool the projector writes through, when it is not the read model's own.
+    write_pool: Option<PgPool>,
     metrics: Arc<ProjectorMetrics>,
 }
 
@@ -350,8 +356,27 @@ impl Projector {
             rebalances,
             positions: HashMap::new(),
             unpositioned: BTreeSet::new(),
+            write_pool: None,
             metrics: Arc::default(),
         })
+    }
+
+    /// Writes through `pool` instead of the read model's pool, in this
+    /// generation and in every one it follows to (for instance a pool whose
+    /// sessions commit with `synchronous_commit=off`).
+    pub fn with_write_pool(mut self, pool: PgPool) -> Self {
+        self.write_pool = Some(pool);
+        self.read_model = self.on_write_pool(self.read_model.clone());
+        self
+    }
+
+    /// `read_model` on the write pool, if there is one.
+    fn on_write_pool(&self, read_model: ReadModel) -> ReadModel {
+        match &self.write_pool {
+            Some(pool) => ReadModel::new(pool.clone(), read_model.schema())
+                .expect("the schema of an existing read model is valid"),
+            None => read_model,
+        }
     }
 
     /// The projector's counters.
@@ -461,7 +486,7 @@ impl Projector {
             schema = %read_model.schema(),
             "projector writes the new live generation"
         );
-        self.read_model = read_model;
+        self.read_model = self.on_write_pool(read_model);
         if let Some(condition) = &mut self.condition {
             condition.generation = generation;
         }
