@@ -308,3 +308,60 @@ impl AdminSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: QuerySettings,
+    }
+
+    #[test]
+    fn the_consumer_settings_default_to_the_values_embedding_uses() {
+        let cli = Cli::try_parse_from(["order-query", "--database-url", "postgres://db/read"])
+            .expect("parses");
+        let (parsed, embedded) = (cli.settings.consumer, ConsumerSettings::default());
+        assert_eq!(
+            (
+                parsed.session_timeout_ms,
+                parsed.heartbeat_interval_ms,
+                parsed.max_poll_interval_ms,
+                parsed.queued_max_kbytes,
+                parsed.debug.as_str(),
+            ),
+            (
+                embedded.session_timeout_ms,
+                embedded.heartbeat_interval_ms,
+                embedded.max_poll_interval_ms,
+                embedded.queued_max_kbytes,
+                embedded.debug.as_str(),
+            )
+        );
+        assert_eq!(parsed.max_poll_interval_ms, 30_000);
+        assert!(!cli.settings.projector_synchronous_commit);
+    }
+
+    #[test]
+    fn the_consumer_settings_take_flags() {
+        let cli = Cli::try_parse_from([
+            "order-query",
+            "--database-url",
+            "postgres://db/read",
+            "--consumer-max-poll-interval-ms",
+            "60000",
+            "--consumer-queued-max-kbytes",
+            "1024",
+            "--projector-synchronous-commit",
+            "true",
+        ])
+        .expect("parses");
+        assert_eq!(cli.settings.consumer.max_poll_interval_ms, 60_000);
+        assert_eq!(cli.settings.consumer.queued_max_kbytes, 1_024);
+        assert!(cli.settings.projector_synchronous_commit);
+    }
+}
