@@ -248,8 +248,8 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
         || async { outbox_len(&pool).await == 0 },
     )
     .await;
-    // The new assignment must not wait behind the error events queued during
-    // the outage (it did, for minutes, while each one cost a step's backoff).
+    // The new assignment is taken promptly: it must not wait behind the error
+    // events librdkafka queued during the outage.
     support::wait_until(
         Duration::from_secs(30),
         "the projection to catch up after the restart",
