@@ -181,6 +181,80 @@ pub struct QuerySettings {
         default_value_t = 5_000
     )]
     pub max_wait_ms: u64,
+    /// Whether the projector's transactions wait for their WAL flush
+    /// (`synchronous_commit`). Off by default: a crash of PostgreSQL may lose
+    /// the last fraction of a second of projector commits, positions included,
+    /// and Kafka redelivers them (see ARCHITECTURE.md).
+    #[arg(
+        long = "projector-synchronous-commit",
+        env = "ORDERS_PROJECTOR_SYNCHRONOUS_COMMIT",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub projector_synchronous_commit: bool,
+    /// The projector's Kafka consumer.
+    #[command(flatten)]
+    pub consumer: ConsumerSettings,
+}
+
+/// The projector's Kafka consumer: group membership timeouts and the memory
+/// its prefetch queue may hold.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumerSettings {
+    /// Group session timeout: a killed instance's partitions move to the
+    /// others after this long (librdkafka `session.timeout.ms`).
+    #[arg(
+        long = "consumer-session-timeout-ms",
+        env = "ORDERS_CONSUMER_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
+    pub session_timeout_ms: u32,
+    /// Heartbeat interval, well below the session timeout
+    /// (librdkafka `heartbeat.interval.ms`).
+    #[arg(
+        long = "consumer-heartbeat-interval-ms",
+        env = "ORDERS_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 1_500
+    )]
+    pub heartbeat_interval_ms: u32,
+    /// Longest the projector may go without polling before it leaves the
+    /// group; it is also the rebalance timeout, the longest a rejoin waits for
+    /// members that have not rejoined, such as this process's own previous
+    /// membership after a broker restart (librdkafka `max.poll.interval.ms`).
+    #[arg(
+        long = "consumer-max-poll-interval-ms",
+        env = "ORDERS_CONSUMER_MAX_POLL_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub max_poll_interval_ms: u32,
+    /// Most kilobytes of prefetched messages held per consumer
+    /// (librdkafka `queued.max.messages.kbytes`, default there 65536).
+    #[arg(
+        long = "consumer-queued-max-kbytes",
+        env = "ORDERS_CONSUMER_QUEUED_MAX_KBYTES",
+        default_value_t = 4_096
+    )]
+    pub queued_max_kbytes: u32,
+    /// librdkafka debug contexts for the consumer (`debug`), e.g. `cgrp` or
+    /// `cgrp,fetch`; empty for none.
+    #[arg(
+        long = "consumer-debug",
+        env = "ORDERS_CONSUMER_DEBUG",
+        default_value = ""
+    )]
+    pub debug: String,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 6_000,
+            heartbeat_interval_ms: 1_500,
+            max_poll_interval_ms: 30_000,
+            queued_max_kbytes: 4_096,
+            debug: String::new(),
+        }
+    }
 }
 
 impl QuerySettings {
@@ -198,6 +272,8 @@ impl QuerySettings {
             consumer_group: consumer_group.into(),
             projector: true,
             max_wait_ms: 5_000,
+            projector_synchronous_commit: false,
+            consumer: ConsumerSettings::default(),
         }
     }
 }
@@ -240,5 +316,62 @@ impl AdminSettings {
             kafka,
             consumer_group: consumer_group.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: QuerySettings,
+    }
+
+    #[test]
+    fn the_consumer_settings_default_to_the_values_embedding_uses() {
+        let cli = Cli::try_parse_from(["order-query", "--database-url", "postgres://db/read"])
+            .expect("parses");
+        let (parsed, embedded) = (cli.settings.consumer, ConsumerSettings::default());
+        assert_eq!(
+            (
+                parsed.session_timeout_ms,
+                parsed.heartbeat_interval_ms,
+                parsed.max_poll_interval_ms,
+                parsed.queued_max_kbytes,
+                parsed.debug.as_str(),
+            ),
+            (
+                embedded.session_timeout_ms,
+                embedded.heartbeat_interval_ms,
+                embedded.max_poll_interval_ms,
+                embedded.queued_max_kbytes,
+                embedded.debug.as_str(),
+            )
+        );
+        assert_eq!(parsed.max_poll_interval_ms, 30_000);
+        assert!(!cli.settings.projector_synchronous_commit);
+    }
+
+    #[test]
+    fn the_consumer_settings_take_flags() {
+        let cli = Cli::try_parse_from([
+            "order-query",
+            "--database-url",
+            "postgres://db/read",
+            "--consumer-max-poll-interval-ms",
+            "60000",
+            "--consumer-queued-max-kbytes",
+            "1024",
+            "--projector-synchronous-commit",
+            "true",
+        ])
+        .expect("parses");
+        assert_eq!(cli.settings.consumer.max_poll_interval_ms, 60_000);
+        assert_eq!(cli.settings.consumer.queued_max_kbytes, 1_024);
+        assert!(cli.settings.projector_synchronous_commit);
     }
 }

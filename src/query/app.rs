@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,9 @@ use crate::{
     },
     server::{self, Health},
 };
+
+/// Connections of the projector's own pool (it writes one batch at a time).
+const PROJECTOR_CONNECTIONS: u32 = 2;
 
 /// How long a health probe of PostgreSQL or Kafka may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -91,7 +94,23 @@ impl Application {
             if let Err(error) = kafka::ensure_topic(&settings.kafka).await {
                 tracing::warn!(%error, topic = %settings.kafka.topic, "cannot ensure the topic exists");
             }
-            Some(Projector::following(&settings, live.clone())?)
+            // Its own connections: commits with `synchronous_commit=off` unless
+            // configured otherwise, and never waiting behind readers for one.
+            let durability = if settings.projector_synchronous_commit {
+                "on"
+            } else {
+                "off"
+            };
+            let options = settings
+                .database_url
+                .parse::<PgConnectOptions>()?
+                .options([("synchronous_commit", durability)]);
+            let write_pool = PgPoolOptions::new()
+                .max_connections(PROJECTOR_CONNECTIONS)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            Some(Projector::following(&settings, live.clone())?.with_write_pool(write_pool))
         } else {
             None
         };

@@ -38,10 +38,12 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::FutureExt;
 use rdkafka::{
-    ClientContext, Message, Offset, TopicPartitionList,
+    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    error::KafkaError,
     message::{Headers, OwnedMessage},
 };
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -195,6 +197,46 @@ enum Target {
     Building(i32),
 }
 
+/// The projector's consumer configuration.
+fn consumer_config(settings: &QuerySettings) -> ClientConfig {
+    let consumer = &settings.consumer;
+    let mut config = kafka::base_config(&settings.kafka);
+    config
+        .set("group.id", &settings.consumer_group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // A killed instance's partitions move after seconds, not the default 45 s.
+        .set(
+            "session.timeout.ms",
+            consumer.session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            consumer.heartbeat_interval_ms.to_string(),
+        )
+        // Also the rebalance timeout: after a broker restart this process may
+        // rejoin as a new member while the coordinator still waits for its old
+        // membership; the join completes at the latest after this long
+        // (librdkafka's default is 300 s).
+        .set(
+            "max.poll.interval.ms",
+            consumer.max_poll_interval_ms.to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            consumer.queued_max_kbytes.to_string(),
+        )
+        // When that queue is full, fetch again soon after it drains rather
+        // than after librdkafka's default second.
+        .set("fetch.queue.backoff.ms", "50");
+    if !consumer.debug.is_empty() {
+        config.set("debug", &consumer.debug);
+    }
+    config
+}
+
 /// What became of a batch's transaction.
 enum Written {
     Committed,
@@ -217,6 +259,8 @@ pub struct Projector {
     positions: HashMap<i32, Option<i64>>,
     /// Assigned partitions still to be sought to their stored positions.
     unpositioned: BTreeSet<i32>,
+    /// The pool the projector writes through, when it is not the read model's own.
+    write_pool: Option<PgPool>,
     metrics: Arc<ProjectorMetrics>,
 }
 
@@ -300,16 +344,8 @@ impl Projector {
             topic: topic.clone(),
             rebalances: rebalances.clone(),
         };
-        let consumer: StreamConsumer<ProjectorContext> = kafka::base_config(&settings.kafka)
-            .set("group.id", &settings.consumer_group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            // A killed instance's partitions move after 6 s, not the default 45 s.
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1500")
-            .create_with_context(context)?;
+        let consumer: StreamConsumer<ProjectorContext> =
+            consumer_config(settings).create_with_context(context)?;
         consumer.subscribe(&[&topic])?;
         Ok(Self {
             consumer,
@@ -320,8 +356,27 @@ impl Projector {
             rebalances,
             positions: HashMap::new(),
             unpositioned: BTreeSet::new(),
+            write_pool: None,
             metrics: Arc::default(),
         })
+    }
+
+    /// Writes through `pool` instead of the read model's pool, in this
+    /// generation and in every one it follows to (for instance a pool whose
+    /// sessions commit with `synchronous_commit=off`).
+    pub fn with_write_pool(mut self, pool: PgPool) -> Self {
+        self.write_pool = Some(pool);
+        self.read_model = self.on_write_pool(self.read_model.clone());
+        self
+    }
+
+    /// `read_model` on the write pool, if there is one.
+    fn on_write_pool(&self, read_model: ReadModel) -> ReadModel {
+        match &self.write_pool {
+            Some(pool) => ReadModel::new(pool.clone(), read_model.schema())
+                .expect("the schema of an existing read model is valid"),
+            None => read_model,
+        }
     }
 
     /// The projector's counters.
@@ -431,7 +486,7 @@ impl Projector {
             schema = %read_model.schema(),
             "projector writes the new live generation"
         );
-        self.read_model = read_model;
+        self.read_model = self.on_write_pool(read_model);
         if let Some(condition) = &mut self.condition {
             condition.generation = generation;
         }
@@ -486,17 +541,30 @@ impl Projector {
     }
 
     /// Up to `MAX_BATCH` messages: waits for the first, then takes what is ready.
+    ///
+    /// Consumer errors that librdkafka recovers from by itself (a broker
+    /// down, a failed reconnect) are logged and skipped, not returned: it
+    /// queues one per failed connection attempt, on the same queue as the
+    /// group's rebalance events, so backing off per error after an outage
+    /// would leave a new assignment waiting behind minutes of them.
     async fn poll(&self, stop: &CancellationToken) -> Result<Vec<OwnedMessage>, QueryError> {
-        let first = tokio::select! {
-            biased;
-            () = stop.cancelled() => return Ok(vec![]),
-            first = tokio::time::timeout(POLL_WAIT, self.consumer.recv()) => first,
+        let deadline = tokio::time::Instant::now() + POLL_WAIT;
+        let first = loop {
+            let received = tokio::select! {
+                biased;
+                () = stop.cancelled() => return Ok(vec![]),
+                received = tokio::time::timeout_at(deadline, self.consumer.recv()) => received,
+            };
+            match received {
+                Err(_elapsed) => return Ok(vec![]),
+                Ok(Ok(message)) => break message.detach(),
+                Ok(Err(KafkaError::MessageConsumption(code))) => {
+                    tracing::debug!(?code, "consumer error; librdkafka retries by itself");
+                }
+                Ok(Err(error)) => return Err(error.into()),
+            }
         };
-        let mut batch = match first {
-            Err(_elapsed) => return Ok(vec![]),
-            Ok(Err(error)) => return Err(error.into()),
-            Ok(Ok(message)) => vec![message.detach()],
-        };
+        let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => batch.push(message.detach()),
@@ -983,4 +1051,28 @@ fn headers_json(message: &OwnedMessage) -> String {
         })
         .unwrap_or_default();
     serde_json::Value::Array(headers).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaSettings;
+
+    #[test]
+    fn the_consumer_is_configured_from_the_query_settings() {
+        let mut settings = QuerySettings::new(
+            "postgres://db/read",
+            KafkaSettings::new("127.0.0.1:9092", "orders.events.v1"),
+            "order-query",
+        );
+        settings.consumer.max_poll_interval_ms = 45_000;
+        let config = consumer_config(&settings);
+        assert_eq!(config.get("group.id"), Some("order-query"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(config.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(config.get("heartbeat.interval.ms"), Some("1500"));
+        assert_eq!(config.get("max.poll.interval.ms"), Some("45000"));
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(config.get("debug"), None);
+    }
 }

@@ -5,7 +5,11 @@
 #[path = "../it/support.rs"]
 mod support;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use orders::{
     command::app::Application,
@@ -17,9 +21,17 @@ use tokio::sync::Mutex;
 
 static BROKER: Mutex<()> = Mutex::const_new(());
 
-/// Kills the broker that `scripts/dev` started with SIGKILL.
+/// The broker's pid file: `ORDERS_CHAOS_KAFKA_PIDFILE`, else the one `scripts/dev` writes.
+fn broker_pidfile() -> PathBuf {
+    std::env::var_os("ORDERS_CHAOS_KAFKA_PIDFILE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/run/kafka.pid"),
+        PathBuf::from,
+    )
+}
+
+/// Kills the broker (the pid on the pid file's first line) with SIGKILL.
 fn kill_broker() {
-    let pidfile = Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/run/kafka.pid");
+    let pidfile = broker_pidfile();
     let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| {
         panic!(
             "read {}: {e}; is the stack up (scripts/dev up)?",
@@ -34,19 +46,20 @@ fn kill_broker() {
     assert!(status.success(), "kill -9 {pid}");
 }
 
-/// Starts the broker again through `scripts/dev` (bounded by the script's own waits).
+/// Starts the broker again, bounded to 180 s: the executable
+/// `ORDERS_CHAOS_KAFKA_START` (which must return once the broker is ready and
+/// has written its pid file), else `scripts/dev up --infra-only`.
 fn restart_broker() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev");
-    let status = Command::new("timeout")
-        .arg("180")
-        .arg(&script)
-        .args(["up", "--infra-only"])
-        .status()
-        .expect("run scripts/dev up --infra-only");
-    assert!(
-        status.success(),
-        "scripts/dev up --infra-only restarted the broker"
-    );
+    let mut command = Command::new("timeout");
+    command.arg("180");
+    match std::env::var_os("ORDERS_CHAOS_KAFKA_START") {
+        Some(start) => command.arg(start),
+        None => command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev"))
+            .args(["up", "--infra-only"]),
+    };
+    let status = command.status().expect("run the broker start command");
+    assert!(status.success(), "{command:?} restarted the broker");
 }
 
 async fn outbox_len(pool: &sqlx::PgPool) -> i64 {
@@ -164,6 +177,89 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
         },
     )
     .await;
+    let _ = stop_query.send(());
+    query_server.await.unwrap().expect("order-query ran");
+    let _ = stop.send(());
+    server.await.unwrap().expect("order-command ran");
+}
+
+async fn projected_orders(read_pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM read_model.order_view")
+        .fetch_one(read_pool)
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_longer_than_its_session()
+ {
+    let _broker = BROKER.lock().await;
+    let database_url = support::fresh_database("chaos_rejoin").await;
+    let kafka = support::fresh_kafka("chaos.rejoin");
+    let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
+        .await
+        .expect("build order-command");
+    let port = app.port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let pool = support::pool(&database_url).await;
+    let read_url = support::fresh_database("chaos_rejoin_read").await;
+    let settings = QuerySettings::new(read_url.clone(), kafka.clone(), support::unique("rejoin"));
+    let session = Duration::from_millis(settings.consumer.session_timeout_ms.into());
+    let query = QueryApp::build(settings).await.expect("build order-query");
+    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
+    let query_server = tokio::spawn(query.run_until_stopped(async {
+        let _ = query_stopped.await;
+    }));
+    let read_pool = support::pool(&read_url).await;
+    let mut client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    for i in 0..10 {
+        client
+            .place_order(place(1_000 + i))
+            .await
+            .expect("accepted before the outage");
+    }
+    support::wait_until(
+        Duration::from_secs(60),
+        "the projection to hold the orders placed before the outage",
+        || async { projected_orders(&read_pool).await == 10 },
+    )
+    .await;
+
+    // Down for longer than the session: the consumer loses its membership and
+    // assignment, and rejoins once the broker is back.
+    kill_broker();
+    tokio::time::sleep(session * 2).await;
+    restart_broker();
+    let restarted = tokio::time::Instant::now();
+    for i in 10..20 {
+        client
+            .place_order(place(1_000 + i))
+            .await
+            .expect("accepted after the outage");
+    }
+    support::wait_until(
+        Duration::from_secs(120),
+        "the outbox to drain after the restart",
+        || async { outbox_len(&pool).await == 0 },
+    )
+    .await;
+    // The new assignment is taken promptly: it must not wait behind the error
+    // events librdkafka queued during the outage.
+    support::wait_until(
+        Duration::from_secs(30),
+        "the projection to catch up after the restart",
+        || async { projected_orders(&read_pool).await == 20 },
+    )
+    .await;
+    eprintln!(
+        "projection caught up {:?} after the broker was ready again",
+        restarted.elapsed()
+    );
     let _ = stop_query.send(());
     query_server.await.unwrap().expect("order-query ran");
     let _ = stop.send(());
