@@ -40,7 +40,7 @@ enum Command {
     Rebuild(RebuildArgs),
     /// Serve the echo reference service until SIGTERM.
     EchoServer {
-        #[arg(long, default_value = "127.0.0.1:50159")]
+        #[arg(long, default_value = "127.0.0.1:30159")]
         addr: SocketAddr,
     },
     /// Write BENCHMARKS.md and its SVG plots from a results file.
@@ -59,7 +59,7 @@ struct RunArgs {
     #[arg(long, env = "ORDERS_QUERY_ADDR", default_value = "127.0.0.1:50052")]
     query_addr: String,
     /// Echo reference server address (scenario `echo`).
-    #[arg(long, default_value = "127.0.0.1:50159")]
+    #[arg(long, default_value = "127.0.0.1:30159")]
     echo_addr: String,
     /// Concurrent clients (closed loop); in open loop, 64× this bounds the requests in flight.
     #[arg(long, default_value_t = 16)]
