@@ -230,6 +230,9 @@ struct Statements {
     take_dead_letter: String,
     delete_dead_letter: String,
     touch_meta: String,
+    copy_orders: String,
+    copy_lines: String,
+    copy_history: String,
 }
 
 impl Statements {
@@ -382,6 +385,19 @@ impl Statements {
             touch_meta: format!(
                 "UPDATE {s}.projection_meta \
                  SET last_applied_at = now(), events_applied = events_applied + $1"
+            ),
+            copy_orders: format!(
+                "COPY {s}.order_view (order_id, customer_id, status, currency_code, total_minor, \
+                     version, placed_at, updated_at, tracking_number, cancel_reason) FROM STDIN"
+            ),
+            copy_lines: format!(
+                "COPY {s}.order_view_line \
+                     (order_id, line_no, product_id, quantity, unit_price_minor) FROM STDIN"
+            ),
+            copy_history: format!(
+                "COPY {s}.order_history (order_id, version, event_id, event_type, payload, \
+                     occurred_at, correlation_id, causation_id, topic, kafka_partition, \
+                     kafka_offset, store_position) FROM STDIN"
             ),
         }
     }
@@ -828,6 +844,80 @@ impl ProjectionTx {
         Ok(())
     }
 
+    /// Inserts orders that are not projected yet, lines included, with `COPY`
+    /// (fails if one is); for bulk loads.
+    pub async fn copy_new_orders(&mut self, views: &[&OrderView]) -> Result<(), QueryError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut orders = CopyText::default();
+        let mut lines = CopyText::default();
+        for view in views {
+            let order = &view.order;
+            orders.uuid(view.order_id);
+            orders.text(order.customer_id.as_ref().map(|c| c.as_str()));
+            orders.text(Some(status_name(order.status)));
+            orders.text(order.currency.as_ref().map(|c| c.as_str()));
+            orders.int(Some(order.total_minor()));
+            orders.int(Some(to_i64(order.version)));
+            orders.time(view.placed_at);
+            orders.time(view.updated_at);
+            orders.text(order.tracking_number.as_ref().map(|t| t.as_str()));
+            orders.text(order.cancel_reason.as_ref().map(|r| r.as_str()));
+            orders.end_row();
+            for (no, line) in order.lines.iter().enumerate() {
+                lines.uuid(view.order_id);
+                lines.int(Some(i64::try_from(no).expect("at most MAX_LINES lines")));
+                lines.text(Some(line.product_id.as_str()));
+                lines.int(Some(i64::from(line.quantity.get())));
+                lines.int(Some(line.unit_price.get()));
+                lines.end_row();
+            }
+        }
+        self.copy_in(&self.sql.copy_orders.clone(), orders).await?;
+        self.copy_in(&self.sql.copy_lines.clone(), lines).await?;
+        Ok(())
+    }
+
+    /// Appends applied events to `order_history` with `COPY` (fails on a
+    /// version already recorded); for bulk loads.
+    pub async fn copy_history(
+        &mut self,
+        topic: &str,
+        records: &[HistoryRecord],
+    ) -> Result<(), QueryError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut rows = CopyText::default();
+        for r in records {
+            rows.uuid(r.order_id);
+            rows.int(Some(to_i64(r.version)));
+            rows.uuid(r.event_id);
+            rows.text(Some(r.event_type));
+            rows.bytes(&r.payload);
+            rows.time(r.occurred_at);
+            rows.text(Some(&r.correlation_id));
+            rows.text(Some(&r.causation_id));
+            rows.text(r.origin.offset().map(|_| topic));
+            rows.int(r.origin.partition().map(i64::from));
+            rows.int(r.origin.offset());
+            rows.int(r.origin.store_position());
+            rows.end_row();
+        }
+        self.copy_in(&self.sql.copy_history.clone(), rows).await
+    }
+
+    async fn copy_in(&mut self, statement: &str, rows: CopyText) -> Result<(), QueryError> {
+        let mut copy = self.tx.copy_in_raw(statement).await?;
+        if let Err(error) = copy.send(rows.bytes).await {
+            let _ = copy.abort("send failed").await;
+            return Err(error.into());
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+
     /// Appends applied events to `order_history`.
     pub async fn append_history(
         &mut self,
@@ -957,6 +1047,84 @@ impl ProjectionTx {
     }
 }
 
+/// Rows in `COPY … FROM STDIN` text format: tab-separated, `\N` for NULL.
+#[derive(Debug, Default)]
+struct CopyText {
+    bytes: Vec<u8>,
+    /// Whether the current row has a field yet.
+    in_row: bool,
+}
+
+impl CopyText {
+    fn separate(&mut self) {
+        if self.in_row {
+            self.bytes.push(b'\t');
+        }
+        self.in_row = true;
+    }
+
+    fn end_row(&mut self) {
+        self.bytes.push(b'\n');
+        self.in_row = false;
+    }
+
+    fn null(&mut self) {
+        self.bytes.extend_from_slice(b"\\N");
+    }
+
+    fn text(&mut self, value: Option<&str>) {
+        self.separate();
+        let Some(value) = value else {
+            return self.null();
+        };
+        for &b in value.as_bytes() {
+            match b {
+                b'\\' => self.bytes.extend_from_slice(b"\\\\"),
+                b'\n' => self.bytes.extend_from_slice(b"\\n"),
+                b'\r' => self.bytes.extend_from_slice(b"\\r"),
+                b'\t' => self.bytes.extend_from_slice(b"\\t"),
+                b => self.bytes.push(b),
+            }
+        }
+    }
+
+    fn int(&mut self, value: Option<i64>) {
+        self.separate();
+        match value {
+            Some(v) => self.bytes.extend_from_slice(v.to_string().as_bytes()),
+            None => self.null(),
+        }
+    }
+
+    fn uuid(&mut self, value: Uuid) {
+        self.separate();
+        let mut buf = Uuid::encode_buffer();
+        self.bytes
+            .extend_from_slice(value.hyphenated().encode_lower(&mut buf).as_bytes());
+    }
+
+    /// Microseconds, truncated like a bound parameter.
+    fn time(&mut self, value: DateTime<Utc>) {
+        self.separate();
+        self.bytes.extend_from_slice(
+            value
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .as_bytes(),
+        );
+    }
+
+    /// `bytea` in hex (`\\x…`, its backslash escaped for the text format).
+    fn bytes(&mut self, value: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.separate();
+        self.bytes.extend_from_slice(b"\\\\x");
+        for &b in value {
+            self.bytes.push(HEX[usize::from(b >> 4)]);
+            self.bytes.push(HEX[usize::from(b & 0xf)]);
+        }
+    }
+}
+
 /// Parses `order_id:version[,order_id:version…]`, skipping malformed pairs.
 pub fn parse_notification(payload: &str) -> impl Iterator<Item = (Uuid, u64)> + '_ {
     payload.split(',').filter_map(|pair| {
@@ -1057,6 +1225,19 @@ mod tests {
         for bad in ["", "2x", "Read", "a-b", "a;drop", "a.b", "\"x\""] {
             assert!(!valid_schema(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn copy_rows_escape_text_and_mark_nulls() {
+        let mut rows = CopyText::default();
+        rows.text(Some("a\tb\\c\nd"));
+        rows.text(None);
+        rows.int(Some(-7));
+        rows.bytes(&[0x00, 0xab]);
+        rows.end_row();
+        rows.int(None);
+        rows.end_row();
+        assert_eq!(rows.bytes, b"a\\tb\\\\c\\nd\t\\N\t-7\t\\\\x00ab\n\\N\n");
     }
 
     #[test]
