@@ -212,6 +212,11 @@ pub async fn rebuild(
     };
 
     let build_started = Instant::now();
+    // Into an empty generation, rows load faster without the secondary
+    // indexes; they are created again before verification (also when resuming).
+    if read_model.defer_indexes().await? {
+        tracing::info!("secondary indexes deferred until the generation is loaded");
+    }
     let store_events = if source == GenerationSource::Store {
         seed_from_store(&write, &read_model, condition, &offsets, &progress).await?
     } else {
@@ -238,6 +243,7 @@ pub async fn rebuild(
     };
     let built = async {
         builder.catch_up().await?;
+        read_model.restore_indexes().await?;
         let build_seconds = build_started.elapsed().as_secs_f64();
         builder.progress.phase("verifying");
         let verified =

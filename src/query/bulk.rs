@@ -138,6 +138,7 @@ pub async fn apply_chunk(
     order_ids.sort_unstable();
     order_ids.dedup();
 
+    let started = std::time::Instant::now();
     let mut tx = read_model.begin().await?;
     if !tx.holds(condition).await? {
         tx.rollback().await?;
@@ -153,8 +154,10 @@ pub async fn apply_chunk(
             return Ok(ChunkOutcome::Fenced);
         }
     }
-    let views = tx.load_orders(&order_ids).await?;
+    let projected = tx.projected_among(&order_ids).await?;
+    let views = tx.load_orders(&projected).await?;
     let parked = tx.load_parked(&order_ids).await?;
+    let loaded = started.elapsed();
     let mut fold = Fold::new(&order_ids, views, parked);
     let mut summary = ChunkSummary {
         items: items.len() as u64,
@@ -186,15 +189,29 @@ pub async fn apply_chunk(
         }
     }
     summary.orders = (new_orders.len() + moved_orders.len()) as u64;
+    let folded = started.elapsed();
     tx.copy_new_orders(&new_orders).await?;
+    let orders_written = started.elapsed();
     tx.save_orders(&moved_orders).await?;
+    let moved_written = started.elapsed();
     tx.copy_history(topic, &fold.history).await?;
+    let history_written = started.elapsed();
     tx.unpark(&fold.unparked).await?;
     if summary.applied > 0 {
         tx.touch_meta(summary.applied).await?;
     }
     // No NOTIFY: nobody reads a generation while it is being built.
     tx.commit().await?;
+    tracing::debug!(
+        ?summary,
+        ?loaded,
+        ?folded,
+        ?orders_written,
+        ?moved_written,
+        ?history_written,
+        committed = ?started.elapsed(),
+        "chunk written"
+    );
     Ok(ChunkOutcome::Written(summary))
 }
 

@@ -208,6 +208,7 @@ struct Statements {
     channel: String,
     get_order: String,
     load_orders: String,
+    projected_among: String,
     list_orders: [String; 8],
     order_version: String,
     history_page: String,
@@ -280,6 +281,10 @@ impl Statements {
             channel: format!("{s}.order_projected"),
             get_order: format!("{select_orders} WHERE v.order_id = $1"),
             load_orders: format!("{select_orders} WHERE v.order_id = ANY($1)"),
+            projected_among: format!(
+                "SELECT v.order_id FROM {s}.order_view v \
+                 JOIN UNNEST($1::uuid[]) AS u(order_id) ON u.order_id = v.order_id"
+            ),
             list_orders,
             order_version: format!("SELECT version FROM {s}.order_view WHERE order_id = $1"),
             history_page: format!(
@@ -425,6 +430,33 @@ fn unused_params(customer: bool, status: bool, cursor: bool, no_where: bool) -> 
     )
 }
 
+/// The secondary indexes and foreign key of `order_view`, as migration 0001
+/// creates them: a bulk load into an empty generation drops them and creates
+/// them again once loaded, which is several times faster than maintaining
+/// them row by row. (A unit test checks them against the migration.)
+const DEFERRABLE_INDEXES: [(&str, &str); 4] = [
+    (
+        "order_view_recent",
+        "ON order_view (placed_at DESC, order_id DESC)",
+    ),
+    (
+        "order_view_by_customer",
+        "ON order_view (customer_id, placed_at DESC, order_id DESC)",
+    ),
+    (
+        "order_view_by_status",
+        "ON order_view (status, placed_at DESC, order_id DESC)",
+    ),
+    (
+        "order_view_by_customer_status",
+        "ON order_view (customer_id, status, placed_at DESC, order_id DESC)",
+    ),
+];
+const LINE_FOREIGN_KEY: (&str, &str) = (
+    "order_view_line_order_id_fkey",
+    "REFERENCES order_view (order_id) ON DELETE CASCADE",
+);
+
 /// Checks that a schema name is a plain lower-case SQL identifier.
 fn valid_schema(schema: &str) -> bool {
     let mut chars = schema.chars();
@@ -482,6 +514,72 @@ impl ReadModel {
         let migrated = MIGRATOR.run(&mut conn).await;
         sqlx::Connection::close(conn).await?;
         Ok(migrated?)
+    }
+
+    /// Drops `order_view`'s secondary indexes and the lines' foreign key if
+    /// no order is projected yet, for a bulk load; `restore_indexes` creates
+    /// them again. Returns whether they were dropped.
+    pub async fn defer_indexes(&self) -> Result<bool, QueryError> {
+        let s = self.schema();
+        let mut tx = self.pool.begin().await?;
+        // Locks out every other writer of the tables until the decision commits.
+        tx.execute(&*format!(
+            "LOCK TABLE {s}.order_view, {s}.order_view_line IN SHARE ROW EXCLUSIVE MODE"
+        ))
+        .await?;
+        let empty: bool =
+            sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {s}.order_view)"))
+                .fetch_one(&mut *tx)
+                .await?;
+        if !empty {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (name, _) in DEFERRABLE_INDEXES {
+            tx.execute(&*format!("DROP INDEX IF EXISTS {s}.{name}"))
+                .await?;
+        }
+        tx.execute(&*format!(
+            "ALTER TABLE {s}.order_view_line DROP CONSTRAINT IF EXISTS {}",
+            LINE_FOREIGN_KEY.0
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Creates whatever `defer_indexes` dropped (nothing when all are there).
+    pub async fn restore_indexes(&self) -> Result<(), QueryError> {
+        let s = self.schema();
+        let mut tx = self.pool.begin().await?;
+        for (name, definition) in DEFERRABLE_INDEXES {
+            tx.execute(&*format!(
+                "CREATE INDEX IF NOT EXISTS {name} {}",
+                definition.replacen("order_view", &format!("{s}.order_view"), 1)
+            ))
+            .await?;
+        }
+        let has_key: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint c \
+                 JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = $1 AND c.conname = $2)",
+        )
+        .bind(s)
+        .bind(LINE_FOREIGN_KEY.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !has_key {
+            tx.execute(&*format!(
+                "ALTER TABLE {s}.order_view_line ADD CONSTRAINT {} FOREIGN KEY (order_id) {}",
+                LINE_FOREIGN_KEY.0,
+                LINE_FOREIGN_KEY
+                    .1
+                    .replacen("order_view", &format!("{s}.order_view"), 1)
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Whether the database answers `SELECT 1` within `timeout`.
@@ -708,6 +806,15 @@ impl ProjectionTx {
             .iter()
             .map(|row| order_from_row(row).map(|view| (view.order_id, view)))
             .collect()
+    }
+
+    /// Which of the given orders are projected (cheaper than loading them all
+    /// when most are not, as in a bulk load).
+    pub async fn projected_among(&mut self, order_ids: &[Uuid]) -> Result<Vec<Uuid>, QueryError> {
+        Ok(sqlx::query_scalar(&self.sql.projected_among)
+            .bind(order_ids)
+            .fetch_all(&mut *self.tx)
+            .await?)
     }
 
     /// The parked events of the given orders.
@@ -1225,6 +1332,21 @@ mod tests {
         for bad in ["", "2x", "Read", "a-b", "a;drop", "a.b", "\"x\""] {
             assert!(!valid_schema(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn deferred_indexes_are_the_migrations() {
+        let migration = include_str!("../../migrations/read/0001_read_model.up.sql")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (name, definition) in DEFERRABLE_INDEXES {
+            assert!(
+                migration.contains(&format!("CREATE INDEX {name} {definition};")),
+                "{name}"
+            );
+        }
+        assert!(migration.contains(&format!("order_id uuid NOT NULL {},", LINE_FOREIGN_KEY.1)));
     }
 
     #[test]
