@@ -393,16 +393,16 @@ impl Statements {
             ),
             copy_orders: format!(
                 "COPY {s}.order_view (order_id, customer_id, status, currency_code, total_minor, \
-                     version, placed_at, updated_at, tracking_number, cancel_reason) FROM STDIN"
+                     version, placed_at, updated_at, tracking_number, cancel_reason) FROM STDIN (FORMAT binary)"
             ),
             copy_lines: format!(
                 "COPY {s}.order_view_line \
-                     (order_id, line_no, product_id, quantity, unit_price_minor) FROM STDIN"
+                     (order_id, line_no, product_id, quantity, unit_price_minor) FROM STDIN (FORMAT binary)"
             ),
             copy_history: format!(
                 "COPY {s}.order_history (order_id, version, event_id, event_type, payload, \
                      occurred_at, correlation_id, causation_id, topic, kafka_partition, \
-                     kafka_offset, store_position) FROM STDIN"
+                     kafka_offset, store_position) FROM STDIN (FORMAT binary)"
             ),
         }
     }
@@ -957,32 +957,35 @@ impl ProjectionTx {
         if views.is_empty() {
             return Ok(());
         }
-        let mut orders = CopyText::default();
-        let mut lines = CopyText::default();
+        let mut orders = CopyRows::new();
+        let mut lines = CopyRows::new();
         for view in views {
             let order = &view.order;
+            orders.row(10);
             orders.uuid(view.order_id);
             orders.text(order.customer_id.as_ref().map(|c| c.as_str()));
             orders.text(Some(status_name(order.status)));
             orders.text(order.currency.as_ref().map(|c| c.as_str()));
-            orders.int(Some(order.total_minor()));
-            orders.int(Some(to_i64(order.version)));
+            orders.int8(Some(order.total_minor()));
+            orders.int8(Some(to_i64(order.version)));
             orders.time(view.placed_at);
             orders.time(view.updated_at);
             orders.text(order.tracking_number.as_ref().map(|t| t.as_str()));
             orders.text(order.cancel_reason.as_ref().map(|r| r.as_str()));
-            orders.end_row();
             for (no, line) in order.lines.iter().enumerate() {
+                lines.row(5);
                 lines.uuid(view.order_id);
-                lines.int(Some(i64::try_from(no).expect("at most MAX_LINES lines")));
+                lines.int4(Some(i32::try_from(no).expect("at most MAX_LINES lines")));
                 lines.text(Some(line.product_id.as_str()));
-                lines.int(Some(i64::from(line.quantity.get())));
-                lines.int(Some(line.unit_price.get()));
-                lines.end_row();
+                lines.int4(Some(
+                    i32::try_from(line.quantity.get()).expect("quantity fits i32"),
+                ));
+                lines.int8(Some(line.unit_price.get()));
             }
         }
-        self.copy_in(&self.sql.copy_orders.clone(), orders).await?;
-        self.copy_in(&self.sql.copy_lines.clone(), lines).await?;
+        let sql = self.sql.clone();
+        self.copy_in(&sql.copy_orders, orders).await?;
+        self.copy_in(&sql.copy_lines, lines).await?;
         Ok(())
     }
 
@@ -996,10 +999,11 @@ impl ProjectionTx {
         if records.is_empty() {
             return Ok(());
         }
-        let mut rows = CopyText::default();
+        let mut rows = CopyRows::new();
         for r in records {
+            rows.row(12);
             rows.uuid(r.order_id);
-            rows.int(Some(to_i64(r.version)));
+            rows.int8(Some(to_i64(r.version)));
             rows.uuid(r.event_id);
             rows.text(Some(r.event_type));
             rows.bytes(&r.payload);
@@ -1007,17 +1011,17 @@ impl ProjectionTx {
             rows.text(Some(&r.correlation_id));
             rows.text(Some(&r.causation_id));
             rows.text(r.origin.offset().map(|_| topic));
-            rows.int(r.origin.partition().map(i64::from));
-            rows.int(r.origin.offset());
-            rows.int(r.origin.store_position());
-            rows.end_row();
+            rows.int4(r.origin.partition());
+            rows.int8(r.origin.offset());
+            rows.int8(r.origin.store_position());
         }
-        self.copy_in(&self.sql.copy_history.clone(), rows).await
+        let sql = self.sql.clone();
+        self.copy_in(&sql.copy_history, rows).await
     }
 
-    async fn copy_in(&mut self, statement: &str, rows: CopyText) -> Result<(), QueryError> {
+    async fn copy_in(&mut self, statement: &str, rows: CopyRows) -> Result<(), QueryError> {
         let mut copy = self.tx.copy_in_raw(statement).await?;
-        if let Err(error) = copy.send(rows.bytes).await {
+        if let Err(error) = copy.send(rows.finish()).await {
             let _ = copy.abort("send failed").await;
             return Err(error.into());
         }
@@ -1154,81 +1158,67 @@ impl ProjectionTx {
     }
 }
 
-/// Rows in `COPY … FROM STDIN` text format: tab-separated, `\N` for NULL.
-#[derive(Debug, Default)]
-struct CopyText {
+/// Rows in `COPY … FROM STDIN (FORMAT binary)`: each field's length, then
+/// its value in PostgreSQL's binary send format (no text to parse).
+#[derive(Debug)]
+struct CopyRows {
     bytes: Vec<u8>,
-    /// Whether the current row has a field yet.
-    in_row: bool,
 }
 
-impl CopyText {
-    fn separate(&mut self) {
-        if self.in_row {
-            self.bytes.push(b'\t');
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl CopyRows {
+    fn new() -> Self {
+        let mut bytes = b"PGCOPY\n\xff\r\n\0".to_vec();
+        bytes.extend_from_slice(&0i32.to_be_bytes()); // flags
+        bytes.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        Self { bytes }
+    }
+
+    fn row(&mut self, fields: i16) {
+        self.bytes.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    fn field(&mut self, value: Option<&[u8]>) {
+        match value {
+            Some(value) => {
+                let len = i32::try_from(value.len()).expect("a field is under 2 GiB");
+                self.bytes.extend_from_slice(&len.to_be_bytes());
+                self.bytes.extend_from_slice(value);
+            }
+            None => self.bytes.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        self.in_row = true;
-    }
-
-    fn end_row(&mut self) {
-        self.bytes.push(b'\n');
-        self.in_row = false;
-    }
-
-    fn null(&mut self) {
-        self.bytes.extend_from_slice(b"\\N");
     }
 
     fn text(&mut self, value: Option<&str>) {
-        self.separate();
-        let Some(value) = value else {
-            return self.null();
-        };
-        for &b in value.as_bytes() {
-            match b {
-                b'\\' => self.bytes.extend_from_slice(b"\\\\"),
-                b'\n' => self.bytes.extend_from_slice(b"\\n"),
-                b'\r' => self.bytes.extend_from_slice(b"\\r"),
-                b'\t' => self.bytes.extend_from_slice(b"\\t"),
-                b => self.bytes.push(b),
-            }
-        }
+        self.field(value.map(str::as_bytes));
     }
 
-    fn int(&mut self, value: Option<i64>) {
-        self.separate();
-        match value {
-            Some(v) => self.bytes.extend_from_slice(v.to_string().as_bytes()),
-            None => self.null(),
-        }
+    fn int4(&mut self, value: Option<i32>) {
+        self.field(value.map(i32::to_be_bytes).as_ref().map(|b| &b[..]));
+    }
+
+    fn int8(&mut self, value: Option<i64>) {
+        self.field(value.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
     }
 
     fn uuid(&mut self, value: Uuid) {
-        self.separate();
-        let mut buf = Uuid::encode_buffer();
-        self.bytes
-            .extend_from_slice(value.hyphenated().encode_lower(&mut buf).as_bytes());
+        self.field(Some(value.as_bytes()));
     }
 
-    /// Microseconds, truncated like a bound parameter.
+    /// Microseconds since 2000-01-01, truncated like a bound parameter.
     fn time(&mut self, value: DateTime<Utc>) {
-        self.separate();
-        self.bytes.extend_from_slice(
-            value
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .as_bytes(),
-        );
+        self.int8(Some(value.timestamp_micros() - PG_EPOCH_MICROS));
     }
 
-    /// `bytea` in hex (`\\x…`, its backslash escaped for the text format).
     fn bytes(&mut self, value: &[u8]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.separate();
-        self.bytes.extend_from_slice(b"\\\\x");
-        for &b in value {
-            self.bytes.push(HEX[usize::from(b >> 4)]);
-            self.bytes.push(HEX[usize::from(b & 0xf)]);
-        }
+        self.field(Some(value));
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        self.bytes
     }
 }
 
@@ -1350,16 +1340,19 @@ mod tests {
     }
 
     #[test]
-    fn copy_rows_escape_text_and_mark_nulls() {
-        let mut rows = CopyText::default();
-        rows.text(Some("a\tb\\c\nd"));
-        rows.text(None);
-        rows.int(Some(-7));
-        rows.bytes(&[0x00, 0xab]);
-        rows.end_row();
-        rows.int(None);
-        rows.end_row();
-        assert_eq!(rows.bytes, b"a\\tb\\\\c\\nd\t\\N\t-7\t\\\\x00ab\n\\N\n");
+    fn copy_rows_are_length_prefixed_with_a_header_and_trailer() {
+        let mut rows = CopyRows::new();
+        rows.row(3);
+        rows.text(Some("ab"));
+        rows.int4(None);
+        rows.time(DateTime::from_timestamp(946_684_801, 0).unwrap());
+        let bytes = rows.finish();
+        let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        expected.extend_from_slice(&[0, 3, 0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend_from_slice(&1_000_000i64.to_be_bytes());
+        expected.extend_from_slice(&[0xff, 0xff]);
+        assert_eq!(bytes, expected);
     }
 
     #[test]
