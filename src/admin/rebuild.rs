@@ -28,10 +28,14 @@
 //!    generation or goes back in time, and nothing is written to the old one
 //!    after the switch.
 //!
-//! Memory is bounded by the chunks: at most `CHUNK_EVENTS` events (store or
-//! topic) per chunk, with `CHUNKS_IN_FLIGHT` chunks queued between the reader
-//! and the writer, plus the folded state of the orders of the chunk being
-//! written. Nothing is kept between chunks: each loads the orders it touches.
+//! Memory is bounded by the chunks: at most `CHUNK_EVENTS` events per chunk.
+//! From the store, one chunk is written while up to `CHUNKS_IN_FLIGHT` more
+//! are queued. From the topic, each partition has a writer of its own (one
+//! transaction at a time per partition; an order's events all live in one
+//! partition), with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one
+//! written per partition. Add the folded state of the orders of the chunks
+//! being written. Nothing is kept between chunks: each loads the orders it
+//! touches.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -79,9 +83,9 @@ const FREEZE_BUDGET: Duration = Duration::from_secs(5);
 const FREEZE_LOCK_TIMEOUT_MS: u64 = 10_000;
 /// Freezes tried before giving up (each after catching up again).
 const SWITCH_ATTEMPTS: usize = 5;
-/// Most events (or messages) read and applied per transaction.
-const CHUNK_EVENTS: usize = 20_000;
-/// Chunks read ahead while one is written.
+/// Most events (or messages, of one partition) read and applied per transaction.
+const CHUNK_EVENTS: usize = 10_000;
+/// Chunks read ahead (per partition) while one is written.
 const CHUNKS_IN_FLIGHT: usize = 2;
 /// A chunk read from the topic is written once nothing arrived for this long.
 const READ_IDLE: Duration = Duration::from_millis(50);
@@ -564,40 +568,46 @@ impl Loader {
             )?;
         }
         self.consumer.assign(&assignment)?;
-        let (chunks, mut received) = mpsc::channel::<TopicChunk>(CHUNKS_IN_FLIGHT);
+        // One writer per partition: an order's events all live in its key's
+        // partition, so partitions are written side by side, each in order.
+        let mut senders = BTreeMap::new();
+        let mut receivers = vec![];
+        for &partition in starts.keys() {
+            let (sender, receiver) = mpsc::channel::<TopicChunk>(CHUNKS_IN_FLIGHT);
+            senders.insert(partition, sender);
+            receivers.push(receiver);
+        }
         let reader = tokio::task::spawn_blocking({
             let (consumer, target) = (self.consumer.clone(), target.clone());
-            move || read_partitions(&consumer, starts, &target, deadline, &chunks)
+            move || read_partitions(&consumer, starts, &target, deadline, &senders)
         });
-        let written = async {
+        let reached = std::sync::Mutex::new(positions.clone());
+        let (read_model, condition, topic) = (&self.read_model, self.condition, &self.topic);
+        let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
+            let mut applied = 0;
             while let Some(chunk) = received.recv().await {
-                let outcome = bulk::apply_chunk(
-                    &self.read_model,
-                    self.condition,
-                    &self.topic,
-                    &chunk.advances,
-                    chunk.items,
-                )
-                .await?;
+                let outcome =
+                    bulk::apply_chunk(read_model, condition, topic, &chunk.advances, chunk.items)
+                        .await?;
                 match outcome {
-                    ChunkOutcome::Written(summary) => self.applied += summary.applied,
+                    ChunkOutcome::Written(summary) => applied += summary.applied,
                     ChunkOutcome::Fenced => {
                         return Err(AdminError::Query(QueryError::Conflict(
                             "another writer moved the rebuilt generation's positions".into(),
                         )));
                     }
                 }
-                let reached: HashMap<i32, i64> = chunk
-                    .advances
-                    .iter()
-                    .map(|(&p, &(_, next))| (p, next))
-                    .collect();
+                let mut reached = reached.lock().expect("progress lock");
+                for (&p, &(_, next)) in &chunk.advances {
+                    reached.insert(p, next);
+                }
                 progress.offsets(&reached, target);
             }
-            Ok(())
-        }
-        .await;
-        drop(received);
+            Ok(applied)
+        }))
+        .await
+        .map(|applied| self.applied += applied.iter().sum::<u64>());
+        drop(receivers);
         let reading = reader
             .await
             .map_err(|e| AdminError::Invalid(format!("topic reader failed: {e}")))?;
@@ -609,87 +619,102 @@ impl Loader {
 }
 
 /// Polls the assigned partitions from `starts` until each reaches `target`
-/// (or its end, or `deadline` passes), sending chunks of at most `CHUNK_EVENTS`.
+/// (or its end, or `deadline` passes), sending each partition's chunks (of
+/// at most `CHUNK_EVENTS`) to its writer.
 fn read_partitions(
     consumer: &BaseConsumer,
     starts: BTreeMap<i32, Option<i64>>,
     target: &BTreeMap<i32, i64>,
     deadline: Option<Instant>,
-    chunks: &mpsc::Sender<TopicChunk>,
+    writers: &BTreeMap<i32, mpsc::Sender<TopicChunk>>,
 ) -> Result<(), AdminError> {
-    // Per partition: where the next chunk starts, and the next offset read.
-    let mut next: BTreeMap<i32, (Option<i64>, Option<i64>)> =
-        starts.into_iter().map(|(p, s)| (p, (s, s))).collect();
-    let mut items = Vec::with_capacity(CHUNK_EVENTS);
-    let flush =
-        |next: &mut BTreeMap<i32, (Option<i64>, Option<i64>)>, items: &mut Vec<BulkItem>| -> bool {
-            let mut advances = BTreeMap::new();
-            for (&partition, (from, to)) in next.iter_mut() {
-                if let Some(to) = *to
-                    && *from != Some(to)
-                {
-                    advances.insert(partition, (*from, to));
-                    *from = Some(to);
-                }
-            }
-            if advances.is_empty() {
+    /// One partition being read: where its next chunk starts, the next offset
+    /// read, the chunk in hand, and whether it is done.
+    struct Reading {
+        from: Option<i64>,
+        next: Option<i64>,
+        items: Vec<BulkItem>,
+        done: bool,
+    }
+    impl Reading {
+        /// Sends the chunk in hand; `false` once the writer is gone.
+        fn flush(&mut self, partition: i32, writer: &mpsc::Sender<TopicChunk>) -> bool {
+            let Some(next) = self.next else { return true };
+            if self.from == Some(next) {
                 return true;
             }
             let chunk = TopicChunk {
-                items: std::mem::replace(items, Vec::with_capacity(CHUNK_EVENTS)),
-                advances,
+                items: std::mem::take(&mut self.items),
+                advances: BTreeMap::from([(partition, (self.from, next))]),
             };
-            chunks.blocking_send(chunk).is_ok()
-        };
-    let mut open: usize = next.len();
-    let mut done: BTreeMap<i32, bool> = next.keys().map(|&p| (p, false)).collect();
+            self.from = Some(next);
+            writer.blocking_send(chunk).is_ok()
+        }
+    }
+    let mut reading: BTreeMap<i32, Reading> = starts
+        .into_iter()
+        .map(|(p, start)| {
+            let state = Reading {
+                from: start,
+                next: start,
+                items: vec![],
+                done: false,
+            };
+            (p, state)
+        })
+        .collect();
+    let mut open = reading.len();
+    let finish = |state: &mut Reading, open: &mut usize| {
+        if !state.done {
+            state.done = true;
+            *open -= 1;
+        }
+    };
     while open > 0 && deadline.is_none_or(|d| Instant::now() < d) {
         match consumer.poll(READ_IDLE) {
             None => {
-                if !items.is_empty() && !flush(&mut next, &mut items) {
-                    return Ok(());
+                for (&partition, state) in &mut reading {
+                    if !state.items.is_empty() && !state.flush(partition, &writers[&partition]) {
+                        return Ok(());
+                    }
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if let Some(finished) = done.get_mut(&partition)
-                    && !*finished
-                {
-                    *finished = true;
-                    open -= 1;
+                if let Some(state) = reading.get_mut(&partition) {
+                    finish(state, &mut open);
                 }
             }
             Some(Err(error)) => return Err(error.into()),
             Some(Ok(message)) => {
                 let partition = message.partition();
-                let (Some(&end), Some(finished)) =
-                    (target.get(&partition), done.get_mut(&partition))
+                let (Some(&end), Some(state)) =
+                    (target.get(&partition), reading.get_mut(&partition))
                 else {
                     continue;
                 };
-                if *finished || message.offset() >= end {
-                    if !*finished {
-                        *finished = true;
-                        open -= 1;
-                    }
+                if state.done || message.offset() >= end {
+                    finish(state, &mut open);
                     continue;
                 }
-                let entry = next.get_mut(&partition).expect("assigned");
-                if entry.1.is_some_and(|at| message.offset() < at) {
+                if state.next.is_some_and(|at| message.offset() < at) {
                     continue;
                 }
-                entry.1 = Some(message.offset() + 1);
-                items.push(BulkItem::from_message(&message));
+                state.next = Some(message.offset() + 1);
+                state.items.push(BulkItem::from_message(&message));
                 if message.offset() + 1 >= end {
-                    *finished = true;
-                    open -= 1;
+                    finish(state, &mut open);
                 }
-                if items.len() >= CHUNK_EVENTS && !flush(&mut next, &mut items) {
+                if state.items.len() >= CHUNK_EVENTS
+                    && !state.flush(partition, &writers[&partition])
+                {
                     return Ok(());
                 }
             }
         }
     }
-    flush(&mut next, &mut items);
+    for (&partition, state) in &mut reading {
+        state.flush(partition, &writers[&partition]);
+    }
     Ok(())
 }
 

@@ -551,14 +551,21 @@ impl ReadModel {
     /// Creates whatever `defer_indexes` dropped (nothing when all are there).
     pub async fn restore_indexes(&self) -> Result<(), QueryError> {
         let s = self.schema();
-        let mut tx = self.pool.begin().await?;
-        for (name, definition) in DEFERRABLE_INDEXES {
-            tx.execute(&*format!(
-                "CREATE INDEX IF NOT EXISTS {name} {}",
-                definition.replacen("order_view", &format!("{s}.order_view"), 1)
-            ))
-            .await?;
+        // Each on a connection of its own: index builds share the table (SHARE
+        // locks), so they run side by side on the server's cores.
+        let built =
+            futures::future::join_all(DEFERRABLE_INDEXES.iter().map(|(name, definition)| {
+                let statement = format!(
+                    "CREATE INDEX IF NOT EXISTS {name} {}",
+                    definition.replacen("order_view", &format!("{s}.order_view"), 1)
+                );
+                async move { self.pool.execute(&*statement).await }
+            }))
+            .await;
+        for result in built {
+            result?;
         }
+        let mut tx = self.pool.begin().await?;
         let has_key: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_constraint c \
                  JOIN pg_namespace n ON n.oid = c.connamespace \
