@@ -29,8 +29,8 @@
 //!    after the switch.
 //!
 //! Memory is bounded by the chunks: at most `CHUNK_EVENTS` events per chunk.
-//! From the store, one chunk is written while up to `CHUNKS_IN_FLIGHT` more
-//! are queued. From the topic, each partition has a writer of its own (one
+//! From the store, orders are dealt by id to `STORE_WRITERS` writers, each
+//! with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one written. From the topic, each partition has a writer of its own (one
 //! transaction at a time per partition; an order's events all live in one
 //! partition), with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one
 //! written per partition. Add the folded state of the orders of the chunks
@@ -85,6 +85,8 @@ const FREEZE_LOCK_TIMEOUT_MS: u64 = 10_000;
 const SWITCH_ATTEMPTS: usize = 5;
 /// Most events (or messages, of one partition) read and applied per transaction.
 const CHUNK_EVENTS: usize = 10_000;
+/// Writers of a rebuild from the store (orders dealt to them by id).
+const STORE_WRITERS: usize = 3;
 /// Chunks read ahead (per partition) while one is written.
 const CHUNKS_IN_FLIGHT: usize = 2;
 /// A chunk read from the topic is written once nothing arrived for this long.
@@ -448,8 +450,15 @@ async fn seed_from_store(
     // snapshot below is taken, so it is in it; every later one is consumed.
     let ends: HashMap<i32, i64> = offsets.end_offsets().await?.into_iter().collect();
     read_model.seed_positions(offsets.topic(), &ends).await?;
-    let (chunks, mut received) = mpsc::channel::<Vec<BulkItem>>(CHUNKS_IN_FLIGHT);
-    // Reads (and decodes) the next chunks while the current one is written.
+    // Orders are dealt to `STORE_WRITERS` lanes by id, each with a writer of
+    // its own: an order's events stay in one lane, in position order.
+    let (mut lanes, mut receivers) = (vec![], vec![]);
+    for _ in 0..STORE_WRITERS {
+        let (sender, receiver) = mpsc::channel::<Vec<BulkItem>>(CHUNKS_IN_FLIGHT);
+        lanes.push(sender);
+        receivers.push(receiver);
+    }
+    // Reads (and decodes) the next chunks while the current ones are written.
     let reader = tokio::spawn({
         let (write, progress_bar) = (write.clone(), progress.bar.clone());
         async move {
@@ -460,50 +469,61 @@ async fn seed_from_store(
                 .fetch_one(&mut *tx)
                 .await?;
             Progress::store_on(&progress_bar, total);
-            let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
+            let mut chunks: Vec<Vec<BulkItem>> = (0..STORE_WRITERS).map(|_| vec![]).collect();
             {
                 let mut rows =
                     sqlx::query("SELECT position, payload FROM events ORDER BY position")
                         .fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
-                    chunk.push(BulkItem::from_store(
-                        row.try_get("position")?,
-                        row.try_get("payload")?,
-                    )?);
-                    if chunk.len() == CHUNK_EVENTS
-                        && chunks.send(std::mem::take(&mut chunk)).await.is_err()
+                    let item =
+                        BulkItem::from_store(row.try_get("position")?, row.try_get("payload")?)?;
+                    let lane = match &item {
+                        BulkItem::Event { meta, .. } => {
+                            (meta.order_id.as_uuid().as_u128() % STORE_WRITERS as u128) as usize
+                        }
+                        BulkItem::Dead(_) => 0,
+                    };
+                    chunks[lane].push(item);
+                    if chunks[lane].len() == CHUNK_EVENTS
+                        && lanes[lane]
+                            .send(std::mem::take(&mut chunks[lane]))
+                            .await
+                            .is_err()
                     {
                         return Ok(());
                     }
                 }
             }
-            if !chunk.is_empty() {
-                let _ = chunks.send(chunk).await;
+            for (chunk, lane) in chunks.into_iter().zip(&lanes) {
+                if !chunk.is_empty() {
+                    let _ = lane.send(chunk).await;
+                }
             }
             tx.commit().await?;
             Ok::<_, AdminError>(())
         }
     });
-    let mut applied = 0;
-    let mut read = 0;
-    let written = async {
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
+        let mut applied = 0;
         while let Some(chunk) = received.recv().await {
-            read += chunk.len() as u64;
+            let chunk_len = chunk.len() as u64;
             // The positions were stored above; the store's events do not move them.
             match bulk::apply_chunk(read_model, condition, "", &BTreeMap::new(), chunk).await? {
                 ChunkOutcome::Written(summary) => applied += summary.applied,
                 ChunkOutcome::Fenced => unreachable!("no position is moved"),
             }
-            progress.stored(read);
+            let read = read.fetch_add(chunk_len, std::sync::atomic::Ordering::Relaxed);
+            progress.stored(read + chunk_len);
         }
-        Ok::<_, AdminError>(())
-    }
+        Ok::<_, AdminError>(applied)
+    }))
     .await;
-    drop(received);
+    drop(receivers);
     let reading = reader
         .await
         .map_err(|e| AdminError::Invalid(format!("store reader failed: {e}")))?;
-    written?;
+    let applied = written?.iter().sum();
     reading?;
     Ok(applied)
 }
