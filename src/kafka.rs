@@ -7,6 +7,7 @@ use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
+    consumer::BaseConsumer,
     error::{KafkaError, RDKafkaErrorCode},
     producer::FutureProducer,
 };
@@ -57,4 +58,23 @@ pub async fn ensure_topic(settings: &KafkaSettings) -> Result<(), KafkaError> {
         }
     }
     Ok(())
+}
+
+/// A consumer for reading whole partitions fast with `assign()`: large
+/// fetches, a deep local queue, and an end-of-partition event so the reader
+/// knows when it has everything. `group` is only its name (librdkafka wants
+/// one for `assign()`): it never joins the group and never commits offsets.
+pub fn partition_reader(settings: &KafkaSettings, group: &str) -> Result<BaseConsumer, KafkaError> {
+    base_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.min.bytes", "1")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.max.bytes", "67108864")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("queued.min.messages", "200000")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()
 }

@@ -9,7 +9,7 @@ use orders::{
     admin::{
         self, RebuildOptions, VerifyOptions,
         dead_letter::{self, Selection},
-        rebuild::summary_line,
+        rebuild::{machine_line, summary_line},
     },
     config::AdminSettings,
 };
@@ -174,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = admin::rebuild(settings, options).await?;
             println!("{}", summary_line(&report));
+            println!("{}", machine_line(&report));
             Ok(ExitCode::SUCCESS)
         }
         Command::Republish {

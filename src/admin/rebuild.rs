@@ -8,35 +8,53 @@
 //!    applies the read migrations there.
 //! 3. `--from-store` only: captures the topic's end offsets, stores them as the
 //!    generation's positions, then applies every stored event in position
-//!    order, from one snapshot taken after the capture, through the
-//!    projector's apply path. Every event below those offsets is in that
-//!    snapshot; every later one is consumed from Kafka in step 4.
-//! 4. Runs a `Projector` in its own consumer group `<group>-rebuild-gN` over
-//!    the new schema until its positions reach end offsets captured less than
-//!    a couple of seconds earlier.
+//!    order, from one snapshot taken after the capture, in chunks (`bulk`).
+//!    Every event below those offsets is in that snapshot; every later one is
+//!    consumed from Kafka in step 4.
+//! 4. Reads the topic from the stored positions (the beginning where none)
+//!    with `assign()`, no consumer group, and applies it in chunks, each in one
+//!    transaction with the positions it reached (`bulk`: the projector's
+//!    rules, folded in memory, new rows written with `COPY`), until the
+//!    positions reach end offsets captured less than a couple of seconds
+//!    earlier.
 //! 5. Verifies the new generation against the event store (`verify`, lag
 //!    allowed); a generation with differences is marked failed, never live.
 //! 6. Freezes the live generation (its row locked: its projectors' next
-//!    batches wait), lets the new one reach the frozen positions, then in one
+//!    batches wait), lets the new one reach the frozen positions (step 4's
+//!    reader, to those positions), then in one
 //!    transaction makes it live, retires the old one and notifies. Readers
 //!    move on the notification, projectors at their next batch, resuming
 //!    from the positions stored in the new schema. No read sees a partial
 //!    generation or goes back in time, and nothing is written to the old one
 //!    after the switch.
+//!
+//! Memory is bounded by the chunks: at most `CHUNK_EVENTS` events per chunk.
+//! From the store, orders are dealt by id to `STORE_WRITERS` writers, each
+//! with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one written. From the topic, each partition has a writer of its own (one
+//! transaction at a time per partition; an order's events all live in one
+//! partition), with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one
+//! written per partition. Add the folded state of the orders of the chunks
+//! being written. Nothing is kept between chunks: each loads the orders it
+//! touches.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use rdkafka::{
+    Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions},
     client::DefaultClientContext,
+    consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
 };
 use serde::Serialize;
 use sqlx::{Executor, PgPool, Row};
+use tokio::sync::mpsc;
 
 use crate::{
     admin::{
@@ -44,14 +62,14 @@ use crate::{
         topic::{self, TopicOffsets},
         verify, write_pool,
     },
-    config::{AdminSettings, KafkaSettings, QuerySettings},
+    config::{AdminSettings, KafkaSettings},
     kafka,
     query::{
-        Generations, Projector, QueryError, ReadModel,
+        Generations, QueryError, ReadModel,
+        bulk::{self, BulkItem, ChunkOutcome},
         generation::{
             Generation, GenerationSource, GenerationState, WriteCondition, try_session_lock,
         },
-        projector::{self, StoredEvent},
     },
 };
 
@@ -65,9 +83,15 @@ const FREEZE_BUDGET: Duration = Duration::from_secs(5);
 const FREEZE_LOCK_TIMEOUT_MS: u64 = 10_000;
 /// Freezes tried before giving up (each after catching up again).
 const SWITCH_ATTEMPTS: usize = 5;
-/// Events read from the store and applied per transaction.
-const STORE_CHUNK: usize = 2_000;
-/// Consecutive failed projector steps tolerated (transient broker or database trouble).
+/// Most events (or messages, of one partition) read and applied per transaction.
+const CHUNK_EVENTS: usize = 10_000;
+/// Writers of a rebuild from the store (orders dealt to them by id).
+const STORE_WRITERS: usize = 3;
+/// Chunks read ahead (per partition) while one is written.
+const CHUNKS_IN_FLIGHT: usize = 2;
+/// A chunk read from the topic is written once nothing arrived for this long.
+const READ_IDLE: Duration = Duration::from_millis(50);
+/// Consecutive failed rounds tolerated (transient broker or database trouble).
 const STEP_FAILURES: usize = 20;
 
 /// How `rebuild` runs.
@@ -194,22 +218,30 @@ pub async fn rebuild(
     };
 
     let build_started = Instant::now();
+    // Into an empty generation, rows load faster without the secondary
+    // indexes; they are created again before verification (also when resuming).
+    if read_model.defer_indexes().await? {
+        tracing::info!("secondary indexes deferred until the generation is loaded");
+    }
     let store_events = if source == GenerationSource::Store {
         seed_from_store(&write, &read_model, condition, &offsets, &progress).await?
     } else {
         0
     };
-    let group = generation.consumer_group.clone().unwrap_or_else(|| {
+    let group = generation.consumer_group.clone();
+    let reader_name = group.clone().unwrap_or_else(|| {
         format!(
             "{}-rebuild-g{}",
             settings.consumer_group, generation.generation
         )
     });
     let mut builder = Builder {
-        projector: Projector::building(
-            &QuerySettings::new(&read_url, settings.kafka.clone(), &group),
+        loader: Loader::new(
+            &settings.kafka,
+            &reader_name,
             read_model.clone(),
-            generation.generation,
+            condition,
+            offsets.clone(),
         )?,
         read_model: read_model.clone(),
         offsets: offsets.clone(),
@@ -217,6 +249,7 @@ pub async fn rebuild(
     };
     let built = async {
         builder.catch_up().await?;
+        read_model.restore_indexes().await?;
         let build_seconds = build_started.elapsed().as_secs_f64();
         builder.progress.phase("verifying");
         let verified =
@@ -247,10 +280,13 @@ pub async fn rebuild(
         Ok::<_, AdminError>((build_seconds, verified))
     }
     .await;
-    let metrics = builder.projector.metrics();
     builder.progress.finish();
-    builder.projector.close().await;
-    delete_group(&settings.kafka, &group).await;
+    let topic_events = builder.loader.applied;
+    drop(builder);
+    // A rebuild resumed from before bulk loading may have left a consumer group.
+    if let Some(group) = &group {
+        delete_group(&settings.kafka, group).await;
+    }
     let (build_seconds, verified) = built?;
     if options.drop_old {
         dropped.extend(generations.drop_retired().await?);
@@ -262,9 +298,7 @@ pub async fn rebuild(
         source: source.to_string(),
         resumed,
         store_events,
-        topic_events: metrics
-            .events_applied_total
-            .load(std::sync::atomic::Ordering::Relaxed),
+        topic_events,
         build_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
         verified_orders: verified.orders,
@@ -276,9 +310,9 @@ pub async fn rebuild(
     Ok(report)
 }
 
-/// The rebuild's projector and what it reports to.
+/// The rebuild's topic reader and what it reports to.
 struct Builder {
-    projector: Projector,
+    loader: Loader,
     read_model: ReadModel,
     offsets: TopicOffsets,
     progress: Progress,
@@ -316,15 +350,21 @@ impl Builder {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
-            match self.projector.step().await {
-                Ok(_) => failures = 0,
-                Err(error @ QueryError::GenerationClosed(_)) => return Err(error.into()),
+            match self
+                .loader
+                .load(&positions, target, deadline, &self.progress)
+                .await
+            {
+                Ok(()) => failures = 0,
+                Err(error @ AdminError::Query(QueryError::GenerationClosed(_))) => {
+                    return Err(error);
+                }
                 Err(error) if failures < STEP_FAILURES => {
                     failures += 1;
-                    tracing::warn!(%error, "rebuild step failed; retrying");
+                    tracing::warn!(%error, "rebuild round failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(error),
             }
         }
     }
@@ -410,46 +450,292 @@ async fn seed_from_store(
     // snapshot below is taken, so it is in it; every later one is consumed.
     let ends: HashMap<i32, i64> = offsets.end_offsets().await?.into_iter().collect();
     read_model.seed_positions(offsets.topic(), &ends).await?;
-    let mut tx = write.begin().await?;
-    tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut *tx)
-        .await?;
-    progress.store(total);
-    let mut applied = 0;
-    let mut read = 0;
-    let mut chunk = Vec::with_capacity(STORE_CHUNK);
-    {
-        let mut rows =
-            sqlx::query("SELECT position, payload FROM events ORDER BY position").fetch(&mut *tx);
-        loop {
-            let row = rows.try_next().await?;
-            let done = row.is_none();
-            if let Some(row) = row {
-                chunk.push(StoredEvent {
-                    position: row.try_get("position")?,
-                    payload: row.try_get("payload")?,
-                });
-            }
-            if chunk.len() == STORE_CHUNK || (done && !chunk.is_empty()) {
-                read += chunk.len() as u64;
-                let summary = projector::apply_stored(
-                    read_model,
-                    Some(condition),
-                    std::mem::take(&mut chunk),
-                )
+    // Orders are dealt to `STORE_WRITERS` lanes by id, each with a writer of
+    // its own: an order's events stay in one lane, in position order.
+    let (mut lanes, mut receivers) = (vec![], vec![]);
+    for _ in 0..STORE_WRITERS {
+        let (sender, receiver) = mpsc::channel::<Vec<BulkItem>>(CHUNKS_IN_FLIGHT);
+        lanes.push(sender);
+        receivers.push(receiver);
+    }
+    // Reads (and decodes) the next chunks while the current ones are written.
+    let reader = tokio::spawn({
+        let (write, progress_bar) = (write.clone(), progress.bar.clone());
+        async move {
+            let mut tx = write.begin().await?;
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .await?;
-                applied += summary.applied;
-                progress.stored(read);
+            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(&mut *tx)
+                .await?;
+            Progress::store_on(&progress_bar, total);
+            let mut chunks: Vec<Vec<BulkItem>> = (0..STORE_WRITERS).map(|_| vec![]).collect();
+            {
+                let mut rows =
+                    sqlx::query("SELECT position, payload FROM events ORDER BY position")
+                        .fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    let item =
+                        BulkItem::from_store(row.try_get("position")?, row.try_get("payload")?)?;
+                    let lane = match &item {
+                        BulkItem::Event { meta, .. } => {
+                            (meta.order_id.as_uuid().as_u128() % STORE_WRITERS as u128) as usize
+                        }
+                        BulkItem::Dead(_) => 0,
+                    };
+                    chunks[lane].push(item);
+                    if chunks[lane].len() == CHUNK_EVENTS
+                        && lanes[lane]
+                            .send(std::mem::take(&mut chunks[lane]))
+                            .await
+                            .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
             }
-            if done {
-                break;
+            for (chunk, lane) in chunks.into_iter().zip(&lanes) {
+                if !chunk.is_empty() {
+                    let _ = lane.send(chunk).await;
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, AdminError>(())
+        }
+    });
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
+        let mut applied = 0;
+        while let Some(chunk) = received.recv().await {
+            let chunk_len = chunk.len() as u64;
+            // The positions were stored above; the store's events do not move them.
+            match bulk::apply_chunk(read_model, condition, "", &BTreeMap::new(), chunk).await? {
+                ChunkOutcome::Written(summary) => applied += summary.applied,
+                ChunkOutcome::Fenced => unreachable!("no position is moved"),
+            }
+            let read = read.fetch_add(chunk_len, std::sync::atomic::Ordering::Relaxed);
+            progress.stored(read + chunk_len);
+        }
+        Ok::<_, AdminError>(applied)
+    }))
+    .await;
+    drop(receivers);
+    let reading = reader
+        .await
+        .map_err(|e| AdminError::Invalid(format!("store reader failed: {e}")))?;
+    let applied = written?.iter().sum();
+    reading?;
+    Ok(applied)
+}
+
+/// Reads the topic from stored positions with `assign()` and applies it in chunks.
+struct Loader {
+    consumer: Arc<BaseConsumer>,
+    read_model: ReadModel,
+    condition: WriteCondition,
+    topic: String,
+    /// Events applied so far.
+    applied: u64,
+}
+
+/// One chunk read from the topic: its items and each partition's move.
+struct TopicChunk {
+    items: Vec<BulkItem>,
+    advances: BTreeMap<i32, (Option<i64>, i64)>,
+}
+
+impl Loader {
+    fn new(
+        settings: &KafkaSettings,
+        group: &str,
+        read_model: ReadModel,
+        condition: WriteCondition,
+        offsets: TopicOffsets,
+    ) -> Result<Self, AdminError> {
+        Ok(Self {
+            consumer: Arc::new(kafka::partition_reader(settings, group)?),
+            read_model,
+            condition,
+            topic: offsets.topic().to_owned(),
+            applied: 0,
+        })
+    }
+
+    /// Reads every partition from `positions` (the beginning where none) up to
+    /// `target` (or the partition's end, or `deadline`) and applies what it
+    /// read, a chunk per transaction.
+    async fn load(
+        &mut self,
+        positions: &HashMap<i32, i64>,
+        target: &BTreeMap<i32, i64>,
+        deadline: Option<Instant>,
+        progress: &Progress,
+    ) -> Result<(), AdminError> {
+        let starts: BTreeMap<i32, Option<i64>> = target
+            .iter()
+            .filter(|&(p, &end)| positions.get(p).is_none_or(|&at| at < end))
+            .map(|(&p, _)| (p, positions.get(&p).copied()))
+            .collect();
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let mut assignment = TopicPartitionList::new();
+        for (&partition, &start) in &starts {
+            assignment.add_partition_offset(
+                &self.topic,
+                partition,
+                start.map_or(Offset::Beginning, Offset::Offset),
+            )?;
+        }
+        self.consumer.assign(&assignment)?;
+        // One writer per partition: an order's events all live in its key's
+        // partition, so partitions are written side by side, each in order.
+        let mut senders = BTreeMap::new();
+        let mut receivers = vec![];
+        for &partition in starts.keys() {
+            let (sender, receiver) = mpsc::channel::<TopicChunk>(CHUNKS_IN_FLIGHT);
+            senders.insert(partition, sender);
+            receivers.push(receiver);
+        }
+        let reader = tokio::task::spawn_blocking({
+            let (consumer, target) = (self.consumer.clone(), target.clone());
+            move || read_partitions(&consumer, starts, &target, deadline, &senders)
+        });
+        let reached = std::sync::Mutex::new(positions.clone());
+        let (read_model, condition, topic) = (&self.read_model, self.condition, &self.topic);
+        let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
+            let mut applied = 0;
+            while let Some(chunk) = received.recv().await {
+                let outcome =
+                    bulk::apply_chunk(read_model, condition, topic, &chunk.advances, chunk.items)
+                        .await?;
+                match outcome {
+                    ChunkOutcome::Written(summary) => applied += summary.applied,
+                    ChunkOutcome::Fenced => {
+                        return Err(AdminError::Query(QueryError::Conflict(
+                            "another writer moved the rebuilt generation's positions".into(),
+                        )));
+                    }
+                }
+                let mut reached = reached.lock().expect("progress lock");
+                for (&p, &(_, next)) in &chunk.advances {
+                    reached.insert(p, next);
+                }
+                progress.offsets(&reached, target);
+            }
+            Ok(applied)
+        }))
+        .await
+        .map(|applied| self.applied += applied.iter().sum::<u64>());
+        drop(receivers);
+        let reading = reader
+            .await
+            .map_err(|e| AdminError::Invalid(format!("topic reader failed: {e}")))?;
+        // Nothing more is read until the next round assigns again.
+        self.consumer.unassign()?;
+        written?;
+        reading
+    }
+}
+
+/// Polls the assigned partitions from `starts` until each reaches `target`
+/// (or its end, or `deadline` passes), sending each partition's chunks (of
+/// at most `CHUNK_EVENTS`) to its writer.
+fn read_partitions(
+    consumer: &BaseConsumer,
+    starts: BTreeMap<i32, Option<i64>>,
+    target: &BTreeMap<i32, i64>,
+    deadline: Option<Instant>,
+    writers: &BTreeMap<i32, mpsc::Sender<TopicChunk>>,
+) -> Result<(), AdminError> {
+    /// One partition being read: where its next chunk starts, the next offset
+    /// read, the chunk in hand, and whether it is done.
+    struct Reading {
+        from: Option<i64>,
+        next: Option<i64>,
+        items: Vec<BulkItem>,
+        done: bool,
+    }
+    impl Reading {
+        /// Sends the chunk in hand; `false` once the writer is gone.
+        fn flush(&mut self, partition: i32, writer: &mpsc::Sender<TopicChunk>) -> bool {
+            let Some(next) = self.next else { return true };
+            if self.from == Some(next) {
+                return true;
+            }
+            let chunk = TopicChunk {
+                items: std::mem::take(&mut self.items),
+                advances: BTreeMap::from([(partition, (self.from, next))]),
+            };
+            self.from = Some(next);
+            writer.blocking_send(chunk).is_ok()
+        }
+    }
+    let mut reading: BTreeMap<i32, Reading> = starts
+        .into_iter()
+        .map(|(p, start)| {
+            let state = Reading {
+                from: start,
+                next: start,
+                items: vec![],
+                done: false,
+            };
+            (p, state)
+        })
+        .collect();
+    let mut open = reading.len();
+    let finish = |state: &mut Reading, open: &mut usize| {
+        if !state.done {
+            state.done = true;
+            *open -= 1;
+        }
+    };
+    while open > 0 && deadline.is_none_or(|d| Instant::now() < d) {
+        match consumer.poll(READ_IDLE) {
+            None => {
+                for (&partition, state) in &mut reading {
+                    if !state.items.is_empty() && !state.flush(partition, &writers[&partition]) {
+                        return Ok(());
+                    }
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if let Some(state) = reading.get_mut(&partition) {
+                    finish(state, &mut open);
+                }
+            }
+            Some(Err(error)) => return Err(error.into()),
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                let (Some(&end), Some(state)) =
+                    (target.get(&partition), reading.get_mut(&partition))
+                else {
+                    continue;
+                };
+                if state.done || message.offset() >= end {
+                    finish(state, &mut open);
+                    continue;
+                }
+                if state.next.is_some_and(|at| message.offset() < at) {
+                    continue;
+                }
+                state.next = Some(message.offset() + 1);
+                state.items.push(BulkItem::from_message(&message));
+                if message.offset() + 1 >= end {
+                    finish(state, &mut open);
+                }
+                if state.items.len() >= CHUNK_EVENTS
+                    && !state.flush(partition, &writers[&partition])
+                {
+                    return Ok(());
+                }
             }
         }
     }
-    tx.commit().await?;
-    Ok(applied)
+    for (&partition, state) in &mut reading {
+        state.flush(partition, &writers[&partition]);
+    }
+    Ok(())
 }
 
 /// Deletes the rebuild's consumer group (best effort: it only holds courtesy offsets).
@@ -507,11 +793,11 @@ impl Progress {
         self.bar.set_message(phase.to_owned());
     }
 
-    fn store(&self, total: i64) {
-        self.bar.set_message("store");
-        self.bar.set_length(u64::try_from(total).unwrap_or(0));
-        self.bar.set_position(0);
-        self.bar.reset_eta();
+    fn store_on(bar: &ProgressBar, total: i64) {
+        bar.set_message("store");
+        bar.set_length(u64::try_from(total).unwrap_or(0));
+        bar.set_position(0);
+        bar.reset_eta();
     }
 
     fn stored(&self, read: u64) {
@@ -535,6 +821,20 @@ impl Progress {
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// The machine-readable line the CLI prints last:
+/// `rebuild: events=<n> orders=<n> seconds=<f> events_per_s=<f>`, where
+/// `events` were applied (store and topic), `orders` verified, and `seconds`
+/// spent building (reading and writing, before verification and the switch).
+pub fn machine_line(report: &RebuildReport) -> String {
+    format!(
+        "rebuild: events={} orders={} seconds={:.3} events_per_s={:.0}",
+        report.events(),
+        report.verified_orders,
+        report.build_seconds,
+        report.events_per_second()
+    )
 }
 
 /// The report line the CLI prints when done.

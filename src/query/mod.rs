@@ -4,6 +4,7 @@
 //! - `app`: start-up (`Application::build` / `run_until_stopped`).
 //! - `grpc`: the edge; parses requests, maps results and errors to gRPC.
 //! - `projector`: Kafka → tables, one transaction per batch with the positions.
+//! - `bulk`: a rebuild's chunks of events folded in memory and written with `COPY`.
 //! - `read_model`: every SQL statement of the read database, in one schema.
 //! - `generation`: the generations of the projection and the live one; a
 //!   rebuild fills a new generation beside the live one and switches atomically.
@@ -11,6 +12,7 @@
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 
 pub mod app;
+pub mod bulk;
 pub mod error;
 pub mod generation;
 pub mod grpc;

@@ -208,6 +208,7 @@ struct Statements {
     channel: String,
     get_order: String,
     load_orders: String,
+    projected_among: String,
     list_orders: [String; 8],
     order_version: String,
     history_page: String,
@@ -230,6 +231,9 @@ struct Statements {
     take_dead_letter: String,
     delete_dead_letter: String,
     touch_meta: String,
+    copy_orders: String,
+    copy_lines: String,
+    copy_history: String,
 }
 
 impl Statements {
@@ -277,6 +281,10 @@ impl Statements {
             channel: format!("{s}.order_projected"),
             get_order: format!("{select_orders} WHERE v.order_id = $1"),
             load_orders: format!("{select_orders} WHERE v.order_id = ANY($1)"),
+            projected_among: format!(
+                "SELECT v.order_id FROM {s}.order_view v \
+                 JOIN UNNEST($1::uuid[]) AS u(order_id) ON u.order_id = v.order_id"
+            ),
             list_orders,
             order_version: format!("SELECT version FROM {s}.order_view WHERE order_id = $1"),
             history_page: format!(
@@ -383,6 +391,19 @@ impl Statements {
                 "UPDATE {s}.projection_meta \
                  SET last_applied_at = now(), events_applied = events_applied + $1"
             ),
+            copy_orders: format!(
+                "COPY {s}.order_view (order_id, customer_id, status, currency_code, total_minor, \
+                     version, placed_at, updated_at, tracking_number, cancel_reason) FROM STDIN (FORMAT binary)"
+            ),
+            copy_lines: format!(
+                "COPY {s}.order_view_line \
+                     (order_id, line_no, product_id, quantity, unit_price_minor) FROM STDIN (FORMAT binary)"
+            ),
+            copy_history: format!(
+                "COPY {s}.order_history (order_id, version, event_id, event_type, payload, \
+                     occurred_at, correlation_id, causation_id, topic, kafka_partition, \
+                     kafka_offset, store_position) FROM STDIN (FORMAT binary)"
+            ),
         }
     }
 }
@@ -408,6 +429,33 @@ fn unused_params(customer: bool, status: bool, cursor: bool, no_where: bool) -> 
         unused.join(" AND ")
     )
 }
+
+/// The secondary indexes and foreign key of `order_view`, as migration 0001
+/// creates them: a bulk load into an empty generation drops them and creates
+/// them again once loaded, which is several times faster than maintaining
+/// them row by row. (A unit test checks them against the migration.)
+const DEFERRABLE_INDEXES: [(&str, &str); 4] = [
+    (
+        "order_view_recent",
+        "ON order_view (placed_at DESC, order_id DESC)",
+    ),
+    (
+        "order_view_by_customer",
+        "ON order_view (customer_id, placed_at DESC, order_id DESC)",
+    ),
+    (
+        "order_view_by_status",
+        "ON order_view (status, placed_at DESC, order_id DESC)",
+    ),
+    (
+        "order_view_by_customer_status",
+        "ON order_view (customer_id, status, placed_at DESC, order_id DESC)",
+    ),
+];
+const LINE_FOREIGN_KEY: (&str, &str) = (
+    "order_view_line_order_id_fkey",
+    "REFERENCES order_view (order_id) ON DELETE CASCADE",
+);
 
 /// Checks that a schema name is a plain lower-case SQL identifier.
 fn valid_schema(schema: &str) -> bool {
@@ -466,6 +514,79 @@ impl ReadModel {
         let migrated = MIGRATOR.run(&mut conn).await;
         sqlx::Connection::close(conn).await?;
         Ok(migrated?)
+    }
+
+    /// Drops `order_view`'s secondary indexes and the lines' foreign key if
+    /// no order is projected yet, for a bulk load; `restore_indexes` creates
+    /// them again. Returns whether they were dropped.
+    pub async fn defer_indexes(&self) -> Result<bool, QueryError> {
+        let s = self.schema();
+        let mut tx = self.pool.begin().await?;
+        // Locks out every other writer of the tables until the decision commits.
+        tx.execute(&*format!(
+            "LOCK TABLE {s}.order_view, {s}.order_view_line IN SHARE ROW EXCLUSIVE MODE"
+        ))
+        .await?;
+        let empty: bool =
+            sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {s}.order_view)"))
+                .fetch_one(&mut *tx)
+                .await?;
+        if !empty {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (name, _) in DEFERRABLE_INDEXES {
+            tx.execute(&*format!("DROP INDEX IF EXISTS {s}.{name}"))
+                .await?;
+        }
+        tx.execute(&*format!(
+            "ALTER TABLE {s}.order_view_line DROP CONSTRAINT IF EXISTS {}",
+            LINE_FOREIGN_KEY.0
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Creates whatever `defer_indexes` dropped (nothing when all are there).
+    pub async fn restore_indexes(&self) -> Result<(), QueryError> {
+        let s = self.schema();
+        // Each on a connection of its own: index builds share the table (SHARE
+        // locks), so they run side by side on the server's cores.
+        let built =
+            futures::future::join_all(DEFERRABLE_INDEXES.iter().map(|(name, definition)| {
+                let statement = format!(
+                    "CREATE INDEX IF NOT EXISTS {name} {}",
+                    definition.replacen("order_view", &format!("{s}.order_view"), 1)
+                );
+                async move { self.pool.execute(&*statement).await }
+            }))
+            .await;
+        for result in built {
+            result?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let has_key: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint c \
+                 JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = $1 AND c.conname = $2)",
+        )
+        .bind(s)
+        .bind(LINE_FOREIGN_KEY.0)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !has_key {
+            tx.execute(&*format!(
+                "ALTER TABLE {s}.order_view_line ADD CONSTRAINT {} FOREIGN KEY (order_id) {}",
+                LINE_FOREIGN_KEY.0,
+                LINE_FOREIGN_KEY
+                    .1
+                    .replacen("order_view", &format!("{s}.order_view"), 1)
+            ))
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Whether the database answers `SELECT 1` within `timeout`.
@@ -694,6 +815,15 @@ impl ProjectionTx {
             .collect()
     }
 
+    /// Which of the given orders are projected (cheaper than loading them all
+    /// when most are not, as in a bulk load).
+    pub async fn projected_among(&mut self, order_ids: &[Uuid]) -> Result<Vec<Uuid>, QueryError> {
+        Ok(sqlx::query_scalar(&self.sql.projected_among)
+            .bind(order_ids)
+            .fetch_all(&mut *self.tx)
+            .await?)
+    }
+
     /// The parked events of the given orders.
     pub async fn load_parked(
         &mut self,
@@ -828,6 +958,84 @@ impl ProjectionTx {
         Ok(())
     }
 
+    /// Inserts orders that are not projected yet, lines included, with `COPY`
+    /// (fails if one is); for bulk loads.
+    pub async fn copy_new_orders(&mut self, views: &[&OrderView]) -> Result<(), QueryError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let mut orders = CopyRows::new();
+        let mut lines = CopyRows::new();
+        for view in views {
+            let order = &view.order;
+            orders.row(10);
+            orders.uuid(view.order_id);
+            orders.text(order.customer_id.as_ref().map(|c| c.as_str()));
+            orders.text(Some(status_name(order.status)));
+            orders.text(order.currency.as_ref().map(|c| c.as_str()));
+            orders.int8(Some(order.total_minor()));
+            orders.int8(Some(to_i64(order.version)));
+            orders.time(view.placed_at);
+            orders.time(view.updated_at);
+            orders.text(order.tracking_number.as_ref().map(|t| t.as_str()));
+            orders.text(order.cancel_reason.as_ref().map(|r| r.as_str()));
+            for (no, line) in order.lines.iter().enumerate() {
+                lines.row(5);
+                lines.uuid(view.order_id);
+                lines.int4(Some(i32::try_from(no).expect("at most MAX_LINES lines")));
+                lines.text(Some(line.product_id.as_str()));
+                lines.int4(Some(
+                    i32::try_from(line.quantity.get()).expect("quantity fits i32"),
+                ));
+                lines.int8(Some(line.unit_price.get()));
+            }
+        }
+        let sql = self.sql.clone();
+        self.copy_in(&sql.copy_orders, orders).await?;
+        self.copy_in(&sql.copy_lines, lines).await?;
+        Ok(())
+    }
+
+    /// Appends applied events to `order_history` with `COPY` (fails on a
+    /// version already recorded); for bulk loads.
+    pub async fn copy_history(
+        &mut self,
+        topic: &str,
+        records: &[HistoryRecord],
+    ) -> Result<(), QueryError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut rows = CopyRows::new();
+        for r in records {
+            rows.row(12);
+            rows.uuid(r.order_id);
+            rows.int8(Some(to_i64(r.version)));
+            rows.uuid(r.event_id);
+            rows.text(Some(r.event_type));
+            rows.bytes(&r.payload);
+            rows.time(r.occurred_at);
+            rows.text(Some(&r.correlation_id));
+            rows.text(Some(&r.causation_id));
+            rows.text(r.origin.offset().map(|_| topic));
+            rows.int4(r.origin.partition());
+            rows.int8(r.origin.offset());
+            rows.int8(r.origin.store_position());
+        }
+        let sql = self.sql.clone();
+        self.copy_in(&sql.copy_history, rows).await
+    }
+
+    async fn copy_in(&mut self, statement: &str, rows: CopyRows) -> Result<(), QueryError> {
+        let mut copy = self.tx.copy_in_raw(statement).await?;
+        if let Err(error) = copy.send(rows.finish()).await {
+            let _ = copy.abort("send failed").await;
+            return Err(error.into());
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+
     /// Appends applied events to `order_history`.
     pub async fn append_history(
         &mut self,
@@ -957,6 +1165,70 @@ impl ProjectionTx {
     }
 }
 
+/// Rows in `COPY … FROM STDIN (FORMAT binary)`: each field's length, then
+/// its value in PostgreSQL's binary send format (no text to parse).
+#[derive(Debug)]
+struct CopyRows {
+    bytes: Vec<u8>,
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl CopyRows {
+    fn new() -> Self {
+        let mut bytes = b"PGCOPY\n\xff\r\n\0".to_vec();
+        bytes.extend_from_slice(&0i32.to_be_bytes()); // flags
+        bytes.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        Self { bytes }
+    }
+
+    fn row(&mut self, fields: i16) {
+        self.bytes.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    fn field(&mut self, value: Option<&[u8]>) {
+        match value {
+            Some(value) => {
+                let len = i32::try_from(value.len()).expect("a field is under 2 GiB");
+                self.bytes.extend_from_slice(&len.to_be_bytes());
+                self.bytes.extend_from_slice(value);
+            }
+            None => self.bytes.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+
+    fn text(&mut self, value: Option<&str>) {
+        self.field(value.map(str::as_bytes));
+    }
+
+    fn int4(&mut self, value: Option<i32>) {
+        self.field(value.map(i32::to_be_bytes).as_ref().map(|b| &b[..]));
+    }
+
+    fn int8(&mut self, value: Option<i64>) {
+        self.field(value.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+    }
+
+    fn uuid(&mut self, value: Uuid) {
+        self.field(Some(value.as_bytes()));
+    }
+
+    /// Microseconds since 2000-01-01, truncated like a bound parameter.
+    fn time(&mut self, value: DateTime<Utc>) {
+        self.int8(Some(value.timestamp_micros() - PG_EPOCH_MICROS));
+    }
+
+    fn bytes(&mut self, value: &[u8]) {
+        self.field(Some(value));
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        self.bytes
+    }
+}
+
 /// Parses `order_id:version[,order_id:version…]`, skipping malformed pairs.
 pub fn parse_notification(payload: &str) -> impl Iterator<Item = (Uuid, u64)> + '_ {
     payload.split(',').filter_map(|pair| {
@@ -1057,6 +1329,37 @@ mod tests {
         for bad in ["", "2x", "Read", "a-b", "a;drop", "a.b", "\"x\""] {
             assert!(!valid_schema(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn deferred_indexes_are_the_migrations() {
+        let migration = include_str!("../../migrations/read/0001_read_model.up.sql")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (name, definition) in DEFERRABLE_INDEXES {
+            assert!(
+                migration.contains(&format!("CREATE INDEX {name} {definition};")),
+                "{name}"
+            );
+        }
+        assert!(migration.contains(&format!("order_id uuid NOT NULL {},", LINE_FOREIGN_KEY.1)));
+    }
+
+    #[test]
+    fn copy_rows_are_length_prefixed_with_a_header_and_trailer() {
+        let mut rows = CopyRows::new();
+        rows.row(3);
+        rows.text(Some("ab"));
+        rows.int4(None);
+        rows.time(DateTime::from_timestamp(946_684_801, 0).unwrap());
+        let bytes = rows.finish();
+        let mut expected = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        expected.extend_from_slice(&[0, 3, 0, 0, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]);
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend_from_slice(&1_000_000i64.to_be_bytes());
+        expected.extend_from_slice(&[0xff, 0xff]);
+        assert_eq!(bytes, expected);
     }
 
     #[test]
