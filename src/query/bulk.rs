@@ -1,8 +1,9 @@
 //! Bulk application for rebuilds: a chunk of many thousand events folded in
 //! memory and written with a handful of statements (`COPY` for new rows).
 //!
-//! The rules are the projector's (`projector::apply_items`), applied to a
-//! whole chunk at once: per order, a version at or below the projected one is
+//! The in-memory fold (`Fold`, with the decoding of messages into
+//! `BulkItem`s) is the one the projector uses for its batches too; a chunk is
+//! folded the same way, only larger: per order, a version at or below the projected one is
 //! a duplicate (skipped); the next version is applied with `domain::evolve`,
 //! followed by any parked successors; a later version is parked in
 //! `pending_event`. Messages that cannot be read go to `dead_letter`. The
@@ -128,16 +129,7 @@ pub async fn apply_chunk(
     advances: &BTreeMap<i32, (Option<i64>, i64)>,
     items: Vec<BulkItem>,
 ) -> Result<ChunkOutcome, QueryError> {
-    let mut order_ids: Vec<Uuid> = items
-        .iter()
-        .filter_map(|item| match item {
-            BulkItem::Event { meta, .. } => Some(meta.order_id.as_uuid()),
-            BulkItem::Dead(_) => None,
-        })
-        .collect();
-    order_ids.sort_unstable();
-    order_ids.dedup();
-
+    let order_ids = order_ids(&items);
     let started = std::time::Instant::now();
     let mut tx = read_model.begin().await?;
     if !tx.holds(condition).await? {
@@ -158,26 +150,35 @@ pub async fn apply_chunk(
     let views = tx.load_orders(&projected).await?;
     let parked = tx.load_parked(&order_ids).await?;
     let loaded = started.elapsed();
-    let mut fold = Fold::new(&order_ids, views, parked);
-    let mut summary = ChunkSummary {
-        items: items.len() as u64,
-        ..ChunkSummary::default()
-    };
+    let mut fold = Fold::new(&order_ids, views, parked, None);
+    let item_count = items.len() as u64;
     for item in items {
-        fold.apply(item, &mut summary)?;
+        fold.apply(item)?;
     }
+    let FoldCounts {
+        applied,
+        duplicates,
+        parked,
+        dead_lettered,
+    } = fold.counts;
+    let mut summary = ChunkSummary {
+        items: item_count,
+        applied,
+        duplicates,
+        parked,
+        dead_lettered,
+        orders: 0,
+    };
 
     for letter in &fold.dead {
         tx.dead_letter(topic, letter).await?;
     }
+    for parked in fold.newly_parked() {
+        tx.park(topic, parked).await?;
+    }
     let mut new_orders: Vec<&OrderView> = vec![];
     let mut moved_orders: Vec<(&OrderView, u64)> = vec![];
     for progress in fold.orders.values() {
-        for (parked, stored) in progress.parked.values() {
-            if !stored {
-                tx.park(topic, parked).await?;
-            }
-        }
         if progress.dirty
             && let Some(view) = &progress.view
         {
@@ -215,14 +216,14 @@ pub async fn apply_chunk(
     Ok(ChunkOutcome::Written(summary))
 }
 
-/// One order's state while a chunk is folded.
-struct Progress {
-    view: Option<OrderView>,
+/// One order's state while a batch or chunk is folded.
+pub(crate) struct Progress {
+    pub(crate) view: Option<OrderView>,
     /// The version the view was loaded at (0: not projected yet).
-    loaded_version: u64,
+    pub(crate) loaded_version: u64,
     /// Parked events by version, and whether each is already stored.
-    parked: BTreeMap<u64, (ParkedEvent, bool)>,
-    dirty: bool,
+    pub(crate) parked: BTreeMap<u64, (ParkedEvent, bool)>,
+    pub(crate) dirty: bool,
 }
 
 impl Progress {
@@ -231,19 +232,48 @@ impl Progress {
     }
 }
 
-/// A chunk folded in memory: the orders it touches and the rows to write.
-struct Fold {
-    orders: HashMap<Uuid, Progress>,
-    history: Vec<HistoryRecord>,
-    unparked: Vec<(Uuid, u64)>,
-    dead: Vec<DeadLetter>,
+/// What a fold did with its items.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FoldCounts {
+    pub(crate) applied: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) parked: u64,
+    pub(crate) dead_lettered: u64,
+}
+
+/// The distinct orders of `items`' events, sorted.
+pub(crate) fn order_ids(items: &[BulkItem]) -> Vec<Uuid> {
+    let mut order_ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|item| match item {
+            BulkItem::Event { meta, .. } => Some(meta.order_id.as_uuid()),
+            BulkItem::Dead(_) => None,
+        })
+        .collect();
+    order_ids.sort_unstable();
+    order_ids.dedup();
+    order_ids
+}
+
+/// Items folded in memory: the orders they touch and the rows to write.
+pub(crate) struct Fold {
+    pub(crate) orders: HashMap<Uuid, Progress>,
+    pub(crate) history: Vec<HistoryRecord>,
+    pub(crate) unparked: Vec<(Uuid, u64)>,
+    pub(crate) dead: Vec<DeadLetter>,
+    pub(crate) counts: FoldCounts,
+    /// The projector's gaps counted before this fold, for the running total
+    /// in the gap log (none for a rebuild's chunks).
+    gaps_before: Option<u64>,
 }
 
 impl Fold {
-    fn new(
+    /// Starts from the loaded `views` and stored `parked` events of `order_ids`.
+    pub(crate) fn new(
         order_ids: &[Uuid],
         mut views: HashMap<Uuid, OrderView>,
         parked: Vec<ParkedEvent>,
+        gaps_before: Option<u64>,
     ) -> Self {
         let mut orders: HashMap<Uuid, Progress> = order_ids
             .iter()
@@ -268,10 +298,25 @@ impl Fold {
             history: vec![],
             unparked: vec![],
             dead: vec![],
+            counts: FoldCounts::default(),
+            gaps_before,
         }
     }
 
-    fn apply(&mut self, item: BulkItem, summary: &mut ChunkSummary) -> Result<(), QueryError> {
+    /// Parked events this fold added, which are not stored yet.
+    pub(crate) fn newly_parked(&self) -> impl Iterator<Item = &ParkedEvent> {
+        self.orders.values().flat_map(|progress| {
+            progress
+                .parked
+                .values()
+                .filter(|(_, stored)| !stored)
+                .map(|(parked, _)| parked)
+        })
+    }
+
+    /// Folds one item: a duplicate is skipped, the next version applied (with
+    /// any parked successors), a later version parked, a dead letter kept.
+    pub(crate) fn apply(&mut self, item: BulkItem) -> Result<(), QueryError> {
         let (meta, event, payload, origin) = match item {
             BulkItem::Dead(letter) => {
                 tracing::warn!(
@@ -281,7 +326,7 @@ impl Fold {
                     "message dead-lettered"
                 );
                 self.dead.push(letter);
-                summary.dead_lettered += 1;
+                self.counts.dead_lettered += 1;
                 return Ok(());
             }
             BulkItem::Event {
@@ -295,14 +340,18 @@ impl Fold {
         let progress = self.orders.get_mut(&order_id).expect("every order loaded");
         let projected = progress.version();
         if meta.version <= projected || progress.parked.contains_key(&meta.version) {
-            summary.duplicates += 1;
+            self.counts.duplicates += 1;
             return Ok(());
         }
         if meta.version > projected + 1 {
+            let gaps_total = self
+                .gaps_before
+                .map(|before| before + self.counts.parked + 1);
             tracing::warn!(
                 %order_id,
                 version = meta.version,
                 projected_version = projected,
+                projector_gaps_total = gaps_total,
                 "gap: event parked until the missing versions arrive"
             );
             let parked = ParkedEvent {
@@ -312,12 +361,12 @@ impl Fold {
                 origin,
             };
             progress.parked.insert(meta.version, (parked, false));
-            summary.parked += 1;
+            self.counts.parked += 1;
             return Ok(());
         }
         self.history
             .push(apply_event(progress, &meta, &event, payload, origin));
-        summary.applied += 1;
+        self.counts.applied += 1;
         // The gap may have closed: apply the parked successors in order.
         while let Some((parked, stored)) = progress.parked.remove(&(progress.version() + 1)) {
             let (meta, event) = codec::decode_event(&parked.payload).map_err(|e| {
@@ -337,7 +386,7 @@ impl Fold {
                 parked.payload,
                 parked.origin,
             ));
-            summary.applied += 1;
+            self.counts.applied += 1;
         }
         Ok(())
     }
@@ -378,8 +427,8 @@ fn apply_event(
 }
 
 /// The event in a message's value, checked against its key, or why it cannot
-/// be applied (the projector's reasons, word for word).
-fn decode_message(
+/// be applied (the reason stored with the dead letter).
+pub(crate) fn decode_message(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
 ) -> Result<(EventMeta, Event), String> {

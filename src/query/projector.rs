@@ -35,29 +35,24 @@ use std::{
     time::Duration,
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
 use futures::FutureExt;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
-    message::{Headers, OwnedMessage},
+    message::OwnedMessage,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::{
-    codec::{self, DecodeError, EventMeta},
     config::QuerySettings,
-    domain::{Event, Order, OrderId, evolve},
     kafka,
     query::{
         QueryError,
+        bulk::{self, BulkItem, Fold, decode_message},
         generation::{GenerationState, LiveProjection, WriteCondition},
-        read_model::{
-            DeadLetter, EventOrigin, HistoryRecord, OrderView, ParkedEvent, ProjectionTx, ReadModel,
-        },
+        read_model::{EventOrigin, OrderView, ProjectionTx, ReadModel},
     },
 };
 
@@ -262,33 +257,6 @@ pub struct Projector {
     /// The pool the projector writes through, when it is not the read model's own.
     write_pool: Option<PgPool>,
     metrics: Arc<ProjectorMetrics>,
-}
-
-/// A message sorted into what the batch does with it.
-enum Item {
-    Event {
-        meta: EventMeta,
-        event: Event,
-        payload: Vec<u8>,
-        origin: EventOrigin,
-    },
-    Dead(DeadLetter),
-}
-
-/// One order's state while a batch is applied.
-struct Progress {
-    view: Option<OrderView>,
-    /// The version the view was loaded at (0: not projected yet).
-    loaded_version: u64,
-    /// Parked events by version, and whether each is already stored.
-    parked: BTreeMap<u64, (ParkedEvent, bool)>,
-    dirty: bool,
-}
-
-impl Progress {
-    fn version(&self) -> u64 {
-        self.view.as_ref().map_or(0, |v| v.order.version)
-    }
 }
 
 impl Projector {
@@ -603,7 +571,7 @@ impl Projector {
                 continue;
             }
             advances.entry(partition).or_insert((stored, 0)).1 = message.offset() + 1;
-            items.push(classify(&message));
+            items.push(BulkItem::from_message(&message));
         }
         if advances.is_empty() {
             ProjectorMetrics::add(&self.metrics.duplicates_total, summary.duplicates);
@@ -669,7 +637,7 @@ impl Projector {
     async fn write(
         &self,
         advances: &BTreeMap<i32, (Option<i64>, i64)>,
-        items: Vec<Item>,
+        items: Vec<BulkItem>,
         summary: &mut BatchSummary,
     ) -> Result<Written, QueryError> {
         let topic = self.topic.as_str();
@@ -703,120 +671,32 @@ impl Projector {
 async fn apply_items(
     tx: &mut ProjectionTx,
     topic: &str,
-    items: Vec<Item>,
+    items: Vec<BulkItem>,
     summary: &mut BatchSummary,
     gaps_before: u64,
 ) -> Result<(), QueryError> {
-    let applied_before = summary.applied;
-    let mut order_ids: Vec<Uuid> = items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Event { meta, .. } => Some(meta.order_id.as_uuid()),
-            Item::Dead(_) => None,
-        })
-        .collect();
-    order_ids.sort_unstable();
-    order_ids.dedup();
-    let mut views = tx.load_orders(&order_ids).await?;
-    let mut orders: HashMap<Uuid, Progress> = order_ids
-        .iter()
-        .map(|id| {
-            let view = views.remove(id);
-            let progress = Progress {
-                loaded_version: view.as_ref().map_or(0, |v| v.order.version),
-                view,
-                parked: BTreeMap::new(),
-                dirty: false,
-            };
-            (*id, progress)
-        })
-        .collect();
-    for parked in tx.load_parked(&order_ids).await? {
-        if let Some(progress) = orders.get_mut(&parked.order_id) {
-            progress.parked.insert(parked.version, (parked, true));
-        }
-    }
-
-    let mut history = vec![];
-    let mut unparked = vec![];
+    let order_ids = bulk::order_ids(&items);
+    let views = tx.load_orders(&order_ids).await?;
+    let parked = tx.load_parked(&order_ids).await?;
+    let mut fold = Fold::new(&order_ids, views, parked, Some(gaps_before));
     for item in items {
-        let (meta, event, payload, origin) = match item {
-            Item::Dead(letter) => {
-                tracing::warn!(
-                    partition = letter.partition,
-                    offset = letter.offset,
-                    error = %letter.error,
-                    "message dead-lettered"
-                );
-                tx.dead_letter(topic, &letter).await?;
-                summary.dead_lettered += 1;
-                continue;
-            }
-            Item::Event {
-                meta,
-                event,
-                payload,
-                origin,
-            } => (meta, event, payload, origin),
-        };
-        let order_id = meta.order_id.as_uuid();
-        let progress = orders.get_mut(&order_id).expect("loaded above");
-        let projected = progress.version();
-        if meta.version <= projected || progress.parked.contains_key(&meta.version) {
-            summary.duplicates += 1;
-            continue;
-        }
-        if meta.version > projected + 1 {
-            tracing::warn!(
-                %order_id,
-                version = meta.version,
-                projected_version = projected,
-                projector_gaps_total = gaps_before + summary.parked + 1,
-                "gap: event parked until the missing versions arrive"
-            );
-            let parked = ParkedEvent {
-                order_id,
-                version: meta.version,
-                payload,
-                origin,
-            };
-            progress.parked.insert(meta.version, (parked, false));
-            summary.parked += 1;
-            continue;
-        }
-        history.push(apply_event(progress, &meta, &event, payload, origin));
-        summary.applied += 1;
-        // The gap may have closed: apply the parked successors in order.
-        while let Some((parked, stored)) = progress.parked.remove(&(progress.version() + 1)) {
-            let (meta, event) = codec::decode_event(&parked.payload).map_err(|e| {
-                QueryError::Corrupt(format!(
-                    "parked event {order_id} v{} no longer decodes: {e}",
-                    parked.version
-                ))
-            })?;
-            if stored {
-                unparked.push((order_id, parked.version));
-            }
-            tracing::info!(%order_id, version = parked.version, "parked event applied");
-            history.push(apply_event(
-                progress,
-                &meta,
-                &event,
-                parked.payload,
-                parked.origin,
-            ));
-            summary.applied += 1;
-        }
+        fold.apply(item)?;
     }
+    let counts = fold.counts;
+    summary.applied += counts.applied;
+    summary.duplicates += counts.duplicates;
+    summary.parked += counts.parked;
+    summary.dead_lettered += counts.dead_lettered;
 
+    for letter in &fold.dead {
+        tx.dead_letter(topic, letter).await?;
+    }
+    for parked in fold.newly_parked() {
+        tx.park(topic, parked).await?;
+    }
     let mut changed: Vec<(&OrderView, u64)> = vec![];
     let mut announce = vec![];
-    for progress in orders.values() {
-        for (parked, stored) in progress.parked.values() {
-            if !stored {
-                tx.park(topic, parked).await?;
-            }
-        }
+    for progress in fold.orders.values() {
         if progress.dirty
             && let Some(view) = &progress.view
         {
@@ -825,95 +705,13 @@ async fn apply_items(
         }
     }
     tx.save_orders(&changed).await?;
-    tx.append_history(topic, &history).await?;
-    tx.unpark(&unparked).await?;
-    if summary.applied > applied_before {
-        tx.touch_meta(summary.applied - applied_before).await?;
+    tx.append_history(topic, &fold.history).await?;
+    tx.unpark(&fold.unparked).await?;
+    if counts.applied > 0 {
+        tx.touch_meta(counts.applied).await?;
     }
     tx.notify(&announce).await?;
     Ok(())
-}
-
-/// Evolves the order by one event and returns its history record.
-fn apply_event(
-    progress: &mut Progress,
-    meta: &EventMeta,
-    event: &Event,
-    payload: Vec<u8>,
-    origin: EventOrigin,
-) -> HistoryRecord {
-    let view = progress.view.get_or_insert_with(|| OrderView {
-        order_id: meta.order_id.as_uuid(),
-        order: Order::default(),
-        placed_at: meta.occurred_at,
-        updated_at: meta.occurred_at,
-    });
-    view.order = evolve(std::mem::take(&mut view.order), event);
-    debug_assert_eq!(view.order.version, meta.version);
-    if view.order.version == 1 {
-        view.placed_at = meta.occurred_at;
-    }
-    view.updated_at = meta.occurred_at;
-    progress.dirty = true;
-    HistoryRecord {
-        order_id: meta.order_id.as_uuid(),
-        version: meta.version,
-        event_id: meta.event_id,
-        event_type: event.type_name(),
-        payload,
-        occurred_at: meta.occurred_at,
-        correlation_id: meta.correlation_id.clone(),
-        causation_id: meta.causation_id.clone(),
-        origin,
-    }
-}
-
-/// Decodes a message into an event, or says why it must be dead-lettered.
-fn classify(message: &OwnedMessage) -> Item {
-    match decode_message(message.key(), message.payload()) {
-        Ok((meta, event, payload)) => Item::Event {
-            meta,
-            event,
-            payload,
-            origin: EventOrigin::Kafka {
-                partition: message.partition(),
-                offset: message.offset(),
-            },
-        },
-        Err(error) => Item::Dead(DeadLetter {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers_json: headers_json(message),
-            error,
-        }),
-    }
-}
-
-/// The event in a message's value, checked against its key, or why it cannot be applied.
-fn decode_message(
-    key: Option<&[u8]>,
-    payload: Option<&[u8]>,
-) -> Result<(EventMeta, Event, Vec<u8>), String> {
-    let payload = payload.ok_or("message has no value")?;
-    let (meta, event) = codec::decode_event(payload).map_err(|e| match e {
-        DecodeError::UnknownType => "unknown event type".to_owned(),
-        other => format!("undecodable value: {other}"),
-    })?;
-    let key = key.ok_or("message has no key")?;
-    let key_matches = std::str::from_utf8(key)
-        .ok()
-        .and_then(|k| OrderId::parse(k).ok())
-        .is_some_and(|k| k == meta.order_id);
-    if !key_matches {
-        return Err(format!(
-            "key {:?} does not match the envelope's order_id {}",
-            String::from_utf8_lossy(key),
-            meta.order_id
-        ));
-    }
-    Ok((meta, event, payload.to_vec()))
 }
 
 /// One event read from the event store, by position.
@@ -940,22 +738,7 @@ pub async fn apply_stored(
     };
     let items = events
         .into_iter()
-        .map(|stored| {
-            let (meta, event) = codec::decode_event(&stored.payload).map_err(|e| {
-                QueryError::Corrupt(format!(
-                    "stored event at position {} does not decode: {e}",
-                    stored.position
-                ))
-            })?;
-            Ok(Item::Event {
-                meta,
-                event,
-                payload: stored.payload,
-                origin: EventOrigin::Store {
-                    position: stored.position,
-                },
-            })
-        })
+        .map(|stored| BulkItem::from_store(stored.position, stored.payload))
         .collect::<Result<Vec<_>, QueryError>>()?;
     let mut tx = read_model.begin().await?;
     if let Some(condition) = condition
@@ -1002,18 +785,17 @@ pub async fn replay_dead_letter(
         return Ok(Replayed::NotFound);
     };
     let letter = &stored.letter;
-    let (meta, event, payload) =
-        match decode_message(letter.key.as_deref(), letter.value.as_deref()) {
-            Ok(decoded) => decoded,
-            Err(reason) => {
-                tx.rollback().await?;
-                return Ok(Replayed::StillFailing(reason));
-            }
-        };
-    let item = Item::Event {
+    let (meta, event) = match decode_message(letter.key.as_deref(), letter.value.as_deref()) {
+        Ok(decoded) => decoded,
+        Err(reason) => {
+            tx.rollback().await?;
+            return Ok(Replayed::StillFailing(reason));
+        }
+    };
+    let item = BulkItem::Event {
         meta,
         event,
-        payload,
+        payload: letter.value.clone().unwrap_or_default(),
         origin: EventOrigin::Kafka {
             partition: letter.partition,
             offset: letter.offset,
@@ -1028,29 +810,6 @@ pub async fn replay_dead_letter(
     tx.commit().await?;
     tracing::info!(id, ?summary, "dead letter replayed");
     Ok(Replayed::Applied(summary))
-}
-
-/// A message's headers as a JSON array, values as text when UTF-8, else base64.
-fn headers_json(message: &OwnedMessage) -> String {
-    let headers: Vec<serde_json::Value> = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|header| match header.value {
-                    None => serde_json::json!({ "key": header.key }),
-                    Some(value) => match std::str::from_utf8(value) {
-                        Ok(text) => serde_json::json!({ "key": header.key, "value": text }),
-                        Err(_) => serde_json::json!({
-                            "key": header.key,
-                            "value_base64": STANDARD.encode(value),
-                        }),
-                    },
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    serde_json::Value::Array(headers).to_string()
 }
 
 #[cfg(test)]
