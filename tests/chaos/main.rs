@@ -12,12 +12,16 @@ use std::{
 };
 
 use orders::{
-    command::app::Application,
-    config::{CommandSettings, QuerySettings},
+    command::app::{Application, StartupError},
+    config::{CommandSettings, KafkaSettings, QuerySettings},
     proto::{self, order_commands_client::OrderCommandsClient},
-    query::app::Application as QueryApp,
+    query::{QueryError, app::Application as QueryApp},
 };
-use tokio::sync::Mutex;
+use tokio::{
+    sync::{Mutex, oneshot},
+    task::JoinHandle,
+};
+use tonic::transport::Channel;
 
 static BROKER: Mutex<()> = Mutex::const_new(());
 
@@ -87,35 +91,10 @@ fn place(i: usize) -> proto::PlaceOrderRequest {
 async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_the_projection_after()
  {
     let _broker = BROKER.lock().await;
-    let database_url = support::fresh_database("chaos").await;
-    let kafka = support::fresh_kafka("chaos");
-    let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
-        .await
-        .expect("build order-command");
-    let port = app.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let pool = support::pool(&database_url).await;
-    let read_url = support::fresh_database("chaos_read").await;
-    let query = QueryApp::build(QuerySettings::new(
-        read_url.clone(),
-        kafka.clone(),
-        support::unique("chaos"),
-    ))
-    .await
-    .expect("build order-query");
-    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
-    let query_server = tokio::spawn(query.run_until_stopped(async {
-        let _ = query_stopped.await;
-    }));
-    let read_pool = support::pool(&read_url).await;
-    let mut client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
+    let mut stack = ChaosStack::start("chaos").await;
     for i in 0..20 {
-        client
+        stack
+            .client
             .place_order(place(i))
             .await
             .expect("accepted before the outage");
@@ -123,7 +102,7 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     support::wait_until(
         Duration::from_secs(60),
         "the outbox to drain before the outage",
-        || async { outbox_len(&pool).await == 0 },
+        || async { outbox_len(&stack.pool).await == 0 },
     )
     .await;
 
@@ -132,7 +111,8 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     let outage = tokio::time::Instant::now();
     let mut accepted = 20;
     for i in 20..70 {
-        client
+        stack
+            .client
             .place_order(place(i))
             .await
             .expect("accepted while the broker is down");
@@ -140,23 +120,23 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
         tokio::time::sleep_until(outage + Duration::from_millis(200) * (i as u32 - 19)).await;
     }
     assert!(
-        outbox_len(&pool).await > 0,
+        outbox_len(&stack.pool).await > 0,
         "events wait in the outbox during the outage"
     );
     restart_broker();
 
     support::wait_until(Duration::from_secs(120), "the backlog to drain", || async {
-        outbox_len(&pool).await == 0
+        outbox_len(&stack.pool).await == 0
     })
     .await;
-    let reader = support::topic_reader(&kafka.topic);
+    let reader = support::topic_reader(&stack.kafka.topic);
     let messages = support::read_messages(&reader, accepted, Duration::from_secs(60)).await;
     let mut keys: Vec<String> = messages.iter().map(support::key_of).collect();
     keys.sort();
     keys.dedup();
     let mut stored: Vec<String> =
         sqlx::query_scalar::<_, uuid::Uuid>("SELECT order_id FROM events")
-            .fetch_all(&pool)
+            .fetch_all(&stack.pool)
             .await
             .unwrap()
             .into_iter()
@@ -168,19 +148,71 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     support::wait_until(
         Duration::from_secs(60),
         "the projection to catch up",
-        || async {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM read_model.order_view")
-                .fetch_one(&read_pool)
-                .await
-                .unwrap_or(0)
-                == accepted as i64
-        },
+        || async { projected_orders(&stack.read_pool).await == accepted as i64 },
     )
     .await;
-    let _ = stop_query.send(());
-    query_server.await.unwrap().expect("order-query ran");
-    let _ = stop.send(());
-    server.await.unwrap().expect("order-command ran");
+    stack.stop().await;
+}
+
+/// An order-command and an order-query server in this process, on fresh
+/// databases and a fresh topic of the shared broker.
+struct ChaosStack {
+    kafka: KafkaSettings,
+    /// The write database.
+    pool: sqlx::PgPool,
+    read_pool: sqlx::PgPool,
+    client: OrderCommandsClient<Channel>,
+    /// The projector's consumer session timeout.
+    session: Duration,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), StartupError>>,
+    stop_query: oneshot::Sender<()>,
+    query_server: JoinHandle<Result<(), QueryError>>,
+}
+
+impl ChaosStack {
+    async fn start(name: &str) -> Self {
+        let database_url = support::fresh_database(name).await;
+        let kafka = support::fresh_kafka(name);
+        let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
+            .await
+            .expect("build order-command");
+        let port = app.port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let read_url = support::fresh_database(&format!("{name}_read")).await;
+        let settings = QuerySettings::new(read_url.clone(), kafka.clone(), support::unique(name));
+        let session = Duration::from_millis(settings.consumer.session_timeout_ms.into());
+        let query = QueryApp::build(settings).await.expect("build order-query");
+        let (stop_query, query_stopped) = oneshot::channel::<()>();
+        let query_server = tokio::spawn(query.run_until_stopped(async {
+            let _ = query_stopped.await;
+        }));
+        let client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("connect");
+        Self {
+            kafka,
+            pool: support::pool(&database_url).await,
+            read_pool: support::pool(&read_url).await,
+            client,
+            session,
+            stop,
+            server,
+            stop_query,
+            query_server,
+        }
+    }
+
+    /// Stops both servers and checks that they ran without error.
+    async fn stop(self) {
+        let _ = self.stop_query.send(());
+        self.query_server.await.unwrap().expect("order-query ran");
+        let _ = self.stop.send(());
+        self.server.await.unwrap().expect("order-command ran");
+    }
 }
 
 async fn projected_orders(read_pool: &sqlx::PgPool) -> i64 {
@@ -194,31 +226,10 @@ async fn projected_orders(read_pool: &sqlx::PgPool) -> i64 {
 async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_longer_than_its_session()
  {
     let _broker = BROKER.lock().await;
-    let database_url = support::fresh_database("chaos_rejoin").await;
-    let kafka = support::fresh_kafka("chaos.rejoin");
-    let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
-        .await
-        .expect("build order-command");
-    let port = app.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let pool = support::pool(&database_url).await;
-    let read_url = support::fresh_database("chaos_rejoin_read").await;
-    let settings = QuerySettings::new(read_url.clone(), kafka.clone(), support::unique("rejoin"));
-    let session = Duration::from_millis(settings.consumer.session_timeout_ms.into());
-    let query = QueryApp::build(settings).await.expect("build order-query");
-    let (stop_query, query_stopped) = tokio::sync::oneshot::channel::<()>();
-    let query_server = tokio::spawn(query.run_until_stopped(async {
-        let _ = query_stopped.await;
-    }));
-    let read_pool = support::pool(&read_url).await;
-    let mut client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connect");
+    let mut stack = ChaosStack::start("chaos_rejoin").await;
     for i in 0..10 {
-        client
+        stack
+            .client
             .place_order(place(1_000 + i))
             .await
             .expect("accepted before the outage");
@@ -226,18 +237,19 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
     support::wait_until(
         Duration::from_secs(60),
         "the projection to hold the orders placed before the outage",
-        || async { projected_orders(&read_pool).await == 10 },
+        || async { projected_orders(&stack.read_pool).await == 10 },
     )
     .await;
 
     // Down for longer than the session: the consumer loses its membership and
     // assignment, and rejoins once the broker is back.
     kill_broker();
-    tokio::time::sleep(session * 2).await;
+    tokio::time::sleep(stack.session * 2).await;
     restart_broker();
     let restarted = tokio::time::Instant::now();
     for i in 10..20 {
-        client
+        stack
+            .client
             .place_order(place(1_000 + i))
             .await
             .expect("accepted after the outage");
@@ -245,7 +257,7 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
     support::wait_until(
         Duration::from_secs(120),
         "the outbox to drain after the restart",
-        || async { outbox_len(&pool).await == 0 },
+        || async { outbox_len(&stack.pool).await == 0 },
     )
     .await;
     // The new assignment is taken promptly: it must not wait behind the error
@@ -253,15 +265,12 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
     support::wait_until(
         Duration::from_secs(30),
         "the projection to catch up after the restart",
-        || async { projected_orders(&read_pool).await == 20 },
+        || async { projected_orders(&stack.read_pool).await == 20 },
     )
     .await;
     eprintln!(
         "projection caught up {:?} after the broker was ready again",
         restarted.elapsed()
     );
-    let _ = stop_query.send(());
-    query_server.await.unwrap().expect("order-query ran");
-    let _ = stop.send(());
-    server.await.unwrap().expect("order-command ran");
+    stack.stop().await;
 }
