@@ -4,9 +4,10 @@
 #   docker run --rm orders:dev order-query   # needs Kafka + PostgreSQL, see compose
 
 FROM rust:1.95-bookworm AS build
-# protoc for tonic-prost-build; gcc/make for the bundled librdkafka are in the image.
+# gcc/make for the bundled librdkafka are in the image; pkg-config for the -sys
+# crates. No protoc: build.rs compiles proto/ with the pure-Rust protox.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends protobuf-compiler pkg-config \
+ && apt-get install -y --no-install-recommends pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -1,24 +1,46 @@
 //! Compiles `proto/` into Rust (tonic + prost) and a descriptor set for server reflection,
 //! and the benchmark's echo service from `bench/proto/`.
+//!
+//! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust that carries
+//! the well-known types (`google/protobuf/*.proto`), so the build needs neither `protoc` nor
+//! any include files from the operating system.
 
-use std::{env, path::PathBuf};
+use std::{env, fs, path::Path};
+
+use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let protos = [
-        "proto/orders/v1/types.proto",
-        "proto/orders/v1/events.proto",
-        "proto/orders/v1/commands.proto",
-        "proto/orders/v1/queries.proto",
-    ];
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("orders_descriptor.bin"))
-        .compile_protos(&protos, &["proto"])?;
+    let out_dir = env::var("OUT_DIR")?;
+    compile(
+        &[
+            "proto/orders/v1/types.proto",
+            "proto/orders/v1/events.proto",
+            "proto/orders/v1/commands.proto",
+            "proto/orders/v1/queries.proto",
+        ],
+        "proto",
+        &Path::new(&out_dir).join("orders_descriptor.bin"),
+    )?;
     // The benchmark's echo reference server (orders-bench); not part of the API.
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("echo_descriptor.bin"))
-        .compile_protos(&["bench/proto/echo.proto"], &["bench/proto"])?;
+    compile(
+        &["bench/proto/echo.proto"],
+        "bench/proto",
+        &Path::new(&out_dir).join("echo_descriptor.bin"),
+    )?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=bench/proto");
+    Ok(())
+}
+
+/// Parses `files` (resolved against `include`), writes their descriptor set to `descriptor`
+/// for reflection, and generates the messages and the tonic services into `OUT_DIR`.
+fn compile(
+    files: &[&str],
+    include: &str,
+    descriptor: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let set = protox::compile(files, [include])?;
+    fs::write(descriptor, set.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(set)?;
     Ok(())
 }
