@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Generates the Go stubs for every proto/orders/v1/*.proto into
 # internal/ordersv1 (git-ignored). Run through `go generate ./...` from
-# clients/go, or directly. Needs on PATH: protoc (3.21+), protoc-gen-go and
-# protoc-gen-go-grpc (scripts/clients installs the pinned ones into
-# ${ORDERS_CACHE_DIR:-$HOME/.cache/orders}/bin).
+# clients/go, or directly. Needs on PATH: protoc (3.21+) with its well-known
+# types (Debian: protobuf-compiler and libprotobuf-dev, which scripts/clients
+# installs), protoc-gen-go and protoc-gen-go-grpc (scripts/clients installs the
+# pinned ones into ${ORDERS_CACHE_DIR:-$HOME/.cache/orders}/bin).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 proto_root="$(cd "$here/../.." && pwd -P)/proto"
