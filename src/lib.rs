@@ -14,4 +14,5 @@ pub mod kafka;
 pub mod proto;
 pub mod query;
 pub mod server;
+pub mod supervisor;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! Start-up of `order-command`: pool and migrations, listener, writer, relay,
-//! health, and the gRPC server.
+//! health, and the gRPC server. The writer and relay tasks are supervised: one
+//! that dies stops the server with an error.
 
 use std::{future::Future, time::Duration};
 
@@ -12,7 +13,12 @@ use super::{
     relay::{self, Relay},
     writer::Writer,
 };
-use crate::{config::CommandSettings, proto::order_commands_server::OrderCommandsServer, server};
+use crate::{
+    config::CommandSettings,
+    proto::order_commands_server::OrderCommandsServer,
+    server,
+    supervisor::{Supervisor, TaskFailed},
+};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,9 @@ pub enum StartupError {
     /// The gRPC server failed.
     #[error("grpc: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A background task (writer, relay) failed; the server stopped.
+    #[error(transparent)]
+    Task(#[from] TaskFailed),
 }
 
 /// A built, not yet serving, `order-command`.
@@ -95,6 +104,10 @@ impl Application {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartupError> {
         let stop = CancellationToken::new();
+        // The writers may end once the server is drained, the relay once `stop` is cancelled.
+        let drained = CancellationToken::new();
+        let mut writers = Supervisor::new(drained.clone(), self.settings.fault_panic_task.clone());
+        let mut relaying = Supervisor::new(stop.clone(), self.settings.fault_panic_task.clone());
         let (writer, writer_tasks) = Writer::start(
             self.pool.clone(),
             self.settings.writers,
@@ -117,22 +130,37 @@ impl Application {
             }
         });
 
-        let relay_task = match self.relay {
-            Some(relay) => {
-                let listener = match relay::outbox_listener(&self.pool).await {
-                    Ok(l) => Some(l),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot LISTEN for outbox commits; polling only");
-                        None
-                    }
-                };
-                Some(tokio::spawn(relay.run(
-                    listener,
-                    Duration::from_millis(500),
-                    stop.clone(),
-                )))
+        for task in writer_tasks {
+            writers.spawn("writer", task);
+        }
+        if let Some(relay) = self.relay {
+            let listener = match relay::outbox_listener(&self.pool).await {
+                Ok(l) => Some(l),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot LISTEN for outbox commits; polling only");
+                    None
+                }
+            };
+            relaying.spawn(
+                "relay",
+                relay.run(listener, Duration::from_millis(500), stop.clone()),
+            );
+        }
+        let (writer_failed, relay_failed) = (writers.failed(), relaying.failed());
+        let writers = tokio::spawn(writers.watch());
+        let relaying = tokio::spawn(relaying.watch());
+        let shutdown = {
+            let drained = drained.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = writer_failed.cancelled() => {}
+                    () = relay_failed.cancelled() => {}
+                }
+                // From here the server drains and then drops the last writer
+                // handle: the writers end once their queues are empty.
+                drained.cancel();
             }
-            None => None,
         };
 
         let routes = server::standard_routes(health_service)
@@ -141,16 +169,14 @@ impl Application {
         let served = server::serve(self.listener, &self.settings.server, routes, shutdown).await;
 
         // The server is drained and owned the last writer handle: the writers finish their batches.
-        for task in writer_tasks {
-            let _ = task.await;
-        }
+        let writers = writers.await.expect("the writers' supervisor never panics");
         stop.cancel();
-        if let Some(task) = relay_task {
-            let _ = task.await;
-        }
+        let relaying = relaying.await.expect("the relay's supervisor never panics");
         let _ = health_task.await;
         self.pool.close().await;
         tracing::info!("order-command stopped");
-        served.map_err(StartupError::from)
+        served?;
+        writers?;
+        Ok(relaying?)
     }
 }

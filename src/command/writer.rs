@@ -79,7 +79,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts `tasks` writer tasks on `pool`, each committing at most `max_batch` commands at once.
+    /// Prepares `tasks` writer tasks on `pool`, each committing at most
+    /// `max_batch` commands at once; the caller spawns them. Each ends once
+    /// every `Writer` handle is dropped and its queue is drained.
     ///
     /// `abort_mid_batch` is fault injection for crash tests, `None` in service:
     /// with `Some(n)` the process aborts once a batch of at least `n` commands
@@ -89,7 +91,7 @@ impl Writer {
         tasks: usize,
         max_batch: usize,
         abort_mid_batch: Option<usize>,
-    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    ) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
         if let Some(n) = abort_mid_batch {
             tracing::warn!(
                 batch_size = n,
@@ -106,7 +108,7 @@ impl Writer {
                     max_batch: max_batch.max(1),
                     abort_mid_batch,
                 };
-                (tx, tokio::spawn(task.run(rx)))
+                (tx, task.run(rx))
             })
             .unzip();
         (Self { shards }, handles)

@@ -8,3 +8,4 @@ mod command;
 mod infra;
 mod query;
 mod readme;
+mod supervision;
