@@ -127,6 +127,14 @@ pub struct CommandSettings {
         hide = true
     )]
     pub fault_abort_mid_batch: Option<usize>,
+    /// Fault injection for tests only, off unless set: the named background
+    /// task (`writer`, `relay`) panics when it starts.
+    #[arg(
+        long = "fault-panic-task",
+        env = "ORDERS_FAULT_PANIC_TASK",
+        hide = true
+    )]
+    pub fault_panic_task: Option<String>,
 }
 
 impl CommandSettings {
@@ -141,6 +149,7 @@ impl CommandSettings {
             max_batch: 256,
             writers: 2,
             fault_abort_mid_batch: None,
+            fault_panic_task: None,
         }
     }
 }
@@ -195,18 +204,50 @@ pub struct QuerySettings {
     /// The projector's Kafka consumer.
     #[command(flatten)]
     pub consumer: ConsumerSettings,
+    /// The projection is stalled when messages wait on the topic and no
+    /// stored position has moved for this long: the server logs an error and
+    /// reports NOT_SERVING until the projection moves again.
+    #[arg(
+        long = "stall-after-ms",
+        env = "ORDERS_STALL_AFTER_MS",
+        default_value_t = DEFAULT_STALL_AFTER_MS
+    )]
+    pub stall_after_ms: u64,
+    /// Fault injection for tests only, off unless set: the named background
+    /// task (`projector`, `notify-listener`) panics when it starts.
+    #[arg(
+        long = "fault-panic-task",
+        env = "ORDERS_FAULT_PANIC_TASK",
+        hide = true
+    )]
+    pub fault_panic_task: Option<String>,
 }
+
+/// Default group session timeout (Kafka's own default).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u32 = 45_000;
+/// Default heartbeat interval (Kafka's own default).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 3_000;
+/// Default longest time between two polls of the projector (librdkafka
+/// wants it at least the session timeout).
+pub const DEFAULT_MAX_POLL_INTERVAL_MS: u32 = 60_000;
+/// Default size of the projector's prefetch queue, in kilobytes.
+pub const DEFAULT_QUEUED_MAX_KBYTES: u32 = 4_096;
+/// Default time the projection may stand still with messages waiting before
+/// the query server reports NOT_SERVING.
+pub const DEFAULT_STALL_AFTER_MS: u64 = 30_000;
 
 /// The projector's Kafka consumer: group membership timeouts and the memory
 /// its prefetch queue may hold.
 #[derive(Debug, Clone, Args)]
 pub struct ConsumerSettings {
     /// Group session timeout: a killed instance's partitions move to the
-    /// others after this long (librdkafka `session.timeout.ms`).
+    /// others after this long; a process that cannot heartbeat for this long
+    /// (paused, starved of CPU) loses its partitions and rejoins
+    /// (librdkafka `session.timeout.ms`). Tests set a few seconds.
     #[arg(
         long = "consumer-session-timeout-ms",
         env = "ORDERS_CONSUMER_SESSION_TIMEOUT_MS",
-        default_value_t = 6_000
+        default_value_t = DEFAULT_SESSION_TIMEOUT_MS
     )]
     pub session_timeout_ms: u32,
     /// Heartbeat interval, well below the session timeout
@@ -214,7 +255,7 @@ pub struct ConsumerSettings {
     #[arg(
         long = "consumer-heartbeat-interval-ms",
         env = "ORDERS_CONSUMER_HEARTBEAT_INTERVAL_MS",
-        default_value_t = 1_500
+        default_value_t = DEFAULT_HEARTBEAT_INTERVAL_MS
     )]
     pub heartbeat_interval_ms: u32,
     /// Longest the projector may go without polling before it leaves the
@@ -224,7 +265,7 @@ pub struct ConsumerSettings {
     #[arg(
         long = "consumer-max-poll-interval-ms",
         env = "ORDERS_CONSUMER_MAX_POLL_INTERVAL_MS",
-        default_value_t = 30_000
+        default_value_t = DEFAULT_MAX_POLL_INTERVAL_MS
     )]
     pub max_poll_interval_ms: u32,
     /// Most kilobytes of prefetched messages held per consumer
@@ -232,7 +273,7 @@ pub struct ConsumerSettings {
     #[arg(
         long = "consumer-queued-max-kbytes",
         env = "ORDERS_CONSUMER_QUEUED_MAX_KBYTES",
-        default_value_t = 4_096
+        default_value_t = DEFAULT_QUEUED_MAX_KBYTES
     )]
     pub queued_max_kbytes: u32,
     /// librdkafka debug contexts for the consumer (`debug`), e.g. `cgrp` or
@@ -248,10 +289,10 @@ pub struct ConsumerSettings {
 impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
-            session_timeout_ms: 6_000,
-            heartbeat_interval_ms: 1_500,
-            max_poll_interval_ms: 30_000,
-            queued_max_kbytes: 4_096,
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            max_poll_interval_ms: DEFAULT_MAX_POLL_INTERVAL_MS,
+            queued_max_kbytes: DEFAULT_QUEUED_MAX_KBYTES,
             debug: String::new(),
         }
     }
@@ -274,6 +315,8 @@ impl QuerySettings {
             max_wait_ms: 5_000,
             projector_synchronous_commit: false,
             consumer: ConsumerSettings::default(),
+            stall_after_ms: DEFAULT_STALL_AFTER_MS,
+            fault_panic_task: None,
         }
     }
 }
@@ -352,7 +395,9 @@ mod tests {
                 embedded.debug.as_str(),
             )
         );
-        assert_eq!(parsed.max_poll_interval_ms, 30_000);
+        assert_eq!(parsed.max_poll_interval_ms, 60_000);
+        assert_eq!(parsed.session_timeout_ms, 45_000);
+        assert_eq!(cli.settings.stall_after_ms, 30_000);
         assert!(!cli.settings.projector_synchronous_commit);
     }
 

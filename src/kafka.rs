@@ -31,7 +31,11 @@ pub fn idempotent_producer(settings: &KafkaSettings) -> Result<FutureProducer, K
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
-        .set("message.timeout.ms", "60000")
+        // A message not acknowledged within 15 s fails, and the relay
+        // publishes it again from the outbox; see `command::relay` for why it
+        // may then need a new producer.
+        .set("message.timeout.ms", "15000")
+        .set("request.timeout.ms", "10000")
         .set("compression.type", "none")
         .create()
 }

@@ -133,16 +133,25 @@ impl Clients {
             }
         }
         if let Some((order_id, _, version)) = placed.last() {
+            // The server caps one read-your-writes wait (ORDERS_MAX_WAIT_MS);
+            // ask again until the seed's own deadline.
             let mut queries = self.queries[0].clone();
-            let mut request = tonic::Request::new(proto::GetOrderRequest {
-                order_id: order_id.clone(),
-                min_version: Some(*version),
-            });
-            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-            queries
-                .get_order(request)
-                .await
-                .context("seeded orders never became visible")?;
+            loop {
+                let mut request = tonic::Request::new(proto::GetOrderRequest {
+                    order_id: order_id.clone(),
+                    min_version: Some(*version),
+                });
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                match queries.get_order(request).await {
+                    Ok(_) => break,
+                    Err(status)
+                        if status.code() == tonic::Code::Unavailable
+                            && Instant::now() < deadline => {}
+                    Err(status) => {
+                        return Err(status).context("seeded orders never became visible");
+                    }
+                }
+            }
         }
         self.seeded = placed.into_iter().map(|(o, c, _)| (o, c)).collect();
         Ok(())

@@ -6,8 +6,15 @@
 //! transaction committed late is simply found by a later read. Rows are deleted
 //! only after Kafka acknowledged them, and only up to the first failure, so a
 //! failed event and every event after it are published again, in order.
+//!
+//! A producer whose deliveries fail when it has not delivered a whole batch
+//! for `PRODUCER_STUCK_AFTER` is replaced by a new one. A broker back from a long pause
+//! answers metadata requests with no brokers until its controller takes it
+//! back; librdkafka then forgets every broker it knew and, with none left to
+//! ask, waits minutes before it bootstraps again, so every message times out
+//! in the meantime. A new producer bootstraps at once.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::{FutureExt as _, future::join_all};
@@ -30,6 +37,10 @@ pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7273_726c;
 
 /// Most queued commit notifications folded into one wake-up.
 const COALESCED_WAKE_UPS: usize = 4096;
+
+/// How long a producer may go without delivering a whole batch, while
+/// deliveries fail, before the relay replaces it.
+const PRODUCER_STUCK_AFTER: Duration = Duration::from_secs(10);
 
 /// `ce_source` of every event.
 const SOURCE: &str = "/orders/order-command";
@@ -67,6 +78,8 @@ pub struct Relay {
     database_url: String,
     kafka: KafkaSettings,
     producer: FutureProducer,
+    /// When the producer was created or last delivered a whole batch.
+    delivered_at: Instant,
     batch_size: i64,
     leader: Option<PgConnection>,
 }
@@ -81,6 +94,7 @@ impl Relay {
         Ok(Self {
             database_url: database_url.into(),
             producer: kafka::idempotent_producer(&kafka)?,
+            delivered_at: Instant::now(),
             kafka,
             batch_size: batch_size.max(1) as i64,
             leader: None,
@@ -190,8 +204,20 @@ impl Relay {
             .iter()
             .take_while(|r| matches!(r, Ok(Ok(_))))
             .count();
+        let failed = delivered < rows.len();
+        if !failed {
+            self.delivered_at = Instant::now();
+        }
         if let Some(Ok(Err((error, _)))) = results.get(delivered) {
             tracing::warn!(%error, "delivery failed; the event and those after it stay in the outbox");
+        }
+        if failed && self.delivered_at.elapsed() >= PRODUCER_STUCK_AFTER {
+            tracing::warn!(
+                since = ?self.delivered_at.elapsed(),
+                "the producer has delivered nothing for too long; replacing it"
+            );
+            self.producer = kafka::idempotent_producer(&self.kafka)?;
+            self.delivered_at = Instant::now();
         }
         sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
             .bind(&ids[..delivered])

@@ -1,8 +1,15 @@
 //! Start-up of `order-query`: connect, migrate, find the live projection
 //! generation, bind, then serve gRPC and run the projector until shutdown.
 //! Readers and the projector follow the live generation when a rebuild switches.
+//! Health reports NOT_SERVING while PostgreSQL or Kafka is unreachable or the
+//! projection is stalled (`watchdog`); a background task that dies stops the
+//! server with an error (`supervisor`).
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -17,11 +24,13 @@ use crate::{
         QueryError,
         generation::{Generations, LiveProjection},
         grpc::QueryService,
-        projector::{Projector, ProjectorMetrics},
+        projector::{FreezeSwitch, Projector, ProjectorMetrics},
         read_model::ReadModel,
         watch::ProjectionWatch,
+        watchdog::{Lag, PartitionLag, Watchdog},
     },
     server::{self, Health},
+    supervisor::Supervisor,
 };
 
 /// Connections of the projector's own pool (it writes one batch at a time).
@@ -30,32 +39,90 @@ const PROJECTOR_CONNECTIONS: u32 = 2;
 /// How long a health probe of PostgreSQL or Kafka may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Checks that PostgreSQL and the Kafka broker answer, for the health service.
+/// Checks that PostgreSQL and the Kafka broker answer and that the projection
+/// moves, for the health service.
 #[derive(Clone)]
 pub struct DependencyProbe {
-    read_model: ReadModel,
+    live: LiveProjection,
     broker: Arc<BaseConsumer>,
     topic: String,
+    watchdog: Arc<Mutex<Watchdog>>,
 }
 
 impl DependencyProbe {
-    /// A probe of `read_model`'s database and of the broker in `settings`.
-    pub fn new(settings: &QuerySettings, read_model: ReadModel) -> Result<Self, QueryError> {
+    /// A probe of the live projection's database and of the broker in `settings`.
+    pub fn new(settings: &QuerySettings, live: LiveProjection) -> Result<Self, QueryError> {
         Ok(Self {
-            read_model,
+            live,
             broker: Arc::new(kafka::base_config(&settings.kafka).create()?),
             topic: settings.kafka.topic.clone(),
+            watchdog: Arc::new(Mutex::new(Watchdog::new(Duration::from_millis(
+                settings.stall_after_ms,
+            )))),
         })
+    }
+
+    /// Stalls the watchdog has seen since start.
+    pub fn stalls_total(&self) -> Arc<AtomicU64> {
+        self.watchdog.lock().expect("watchdog lock").stalls_total()
     }
 
     /// Whether `SELECT 1` and a metadata request of the topic each answer within a second.
     pub async fn reachable(&self) -> bool {
+        self.lag().await.is_some()
+    }
+
+    /// Whether PostgreSQL and the broker are reachable and the projection is not stalled.
+    pub async fn serving(&self) -> bool {
+        match self.lag().await {
+            Some(lag) => self
+                .watchdog
+                .lock()
+                .expect("watchdog lock")
+                .observe(Instant::now(), &lag),
+            None => false,
+        }
+    }
+
+    /// The stored positions against the topic's watermarks; `None` when the
+    /// database or the broker does not answer within a second.
+    async fn lag(&self) -> Option<Lag> {
         let (broker, topic) = (self.broker.clone(), self.topic.clone());
-        let broker_up = tokio::task::spawn_blocking(move || {
-            broker.fetch_metadata(Some(&topic), PROBE_TIMEOUT).is_ok()
+        let watermarks = tokio::task::spawn_blocking(move || {
+            let metadata = broker.fetch_metadata(Some(&topic), PROBE_TIMEOUT).ok()?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            partitions
+                .into_iter()
+                .map(|p| {
+                    let (low, high) = broker.fetch_watermarks(&topic, p, PROBE_TIMEOUT).ok()?;
+                    Some((p, (low, high)))
+                })
+                .collect::<Option<Vec<_>>>()
         });
-        let database_up = self.read_model.ping(PROBE_TIMEOUT).await;
-        matches!(broker_up.await, Ok(true)) && database_up
+        let read_model = self.live.read_model();
+        let database_up = read_model.ping(PROBE_TIMEOUT).await;
+        let watermarks = watermarks.await.ok().flatten()?;
+        if !database_up {
+            return None;
+        }
+        let stored = tokio::time::timeout(PROBE_TIMEOUT, read_model.all_positions(&self.topic))
+            .await
+            .ok()?
+            .ok()?;
+        Some(
+            watermarks
+                .into_iter()
+                .map(|(p, (low, high))| {
+                    let next = stored.get(&p).copied().unwrap_or(low);
+                    (p, PartitionLag { next, high })
+                })
+                .collect(),
+        )
     }
 }
 
@@ -67,6 +134,7 @@ pub struct Application {
     live: LiveProjection,
     projector: Option<Projector>,
     metrics: Option<Arc<ProjectorMetrics>>,
+    freeze: Option<FreezeSwitch>,
     watch: ProjectionWatch,
     probe: DependencyProbe,
 }
@@ -86,7 +154,6 @@ impl Application {
         tracing::info!(generation = live.generation, schema = %live.schema, "live projection generation");
         ReadModel::new(pool, &live.schema)?.migrate().await?;
         let live = LiveProjection::load(generations).await?;
-        let read_model = live.read_model();
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let port = listener.local_addr()?.port();
         let projector = if settings.projector {
@@ -115,13 +182,15 @@ impl Application {
             None
         };
         let metrics = projector.as_ref().map(Projector::metrics);
+        let freeze = projector.as_ref().map(Projector::freeze_switch);
         Ok(Self {
             listener,
             port,
             projector,
             metrics,
+            freeze,
             watch: ProjectionWatch::default(),
-            probe: DependencyProbe::new(&settings, read_model)?,
+            probe: DependencyProbe::new(&settings, live.clone())?,
             settings,
             live,
         })
@@ -152,6 +221,16 @@ impl Application {
         self.metrics.clone()
     }
 
+    /// Freezes and thaws the projector, when it runs in this process (tests).
+    pub fn projector_freeze(&self) -> Option<FreezeSwitch> {
+        self.freeze.clone()
+    }
+
+    /// Stalls of the projection the watchdog has seen since start.
+    pub fn stalls_total(&self) -> Arc<AtomicU64> {
+        self.probe.stalls_total()
+    }
+
     /// Serves gRPC and runs the projector until `shutdown` resolves; then drains
     /// in-flight RPCs, finishes the batch in hand and leaves the consumer group.
     pub async fn run_until_stopped(
@@ -169,19 +248,24 @@ impl Application {
             ..
         } = self;
         let stop = CancellationToken::new();
-
-        let listening = tokio::spawn(watch.clone().listen(
-            settings.database_url.clone(),
-            live.clone(),
-            stop.clone(),
-        ));
-        let projecting = projector.map(|projector| tokio::spawn(projector.run(stop.clone())));
+        let mut tasks = Supervisor::new(stop.clone(), settings.fault_panic_task.clone());
+        tasks.spawn(
+            "notify-listener",
+            watch
+                .clone()
+                .listen(settings.database_url.clone(), live.clone(), stop.clone()),
+        );
+        if let Some(projector) = projector {
+            tasks.spawn("projector", projector.run(stop.clone()));
+        }
+        let failed = tasks.failed();
+        let supervised = tokio::spawn(tasks.watch());
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let health = Health::new(reporter, "orders.v1.OrderQueries").await;
         let probing = health.watch(stop.clone(), move || {
             let probe = probe.clone();
-            async move { probe.reachable().await }
+            async move { probe.serving().await }
         });
 
         let service = QueryService::new(
@@ -200,6 +284,7 @@ impl Application {
                 tokio::select! {
                     () = shutdown => {}
                     () = stop.cancelled() => {}
+                    () = failed.cancelled() => {}
                 }
                 stop.cancel();
             }
@@ -207,14 +292,12 @@ impl Application {
         .await;
 
         stop.cancel();
-        if let Some(projecting) = projecting
-            && let Err(error) = projecting.await
-        {
-            tracing::error!(%error, "projector task failed");
-        }
-        let _ = listening.await;
+        let supervised = supervised
+            .await
+            .unwrap_or_else(|error| panic!("the supervisor panicked: {error}"));
         let _ = probing.await;
         tracing::info!("order-query stopped");
-        Ok(served?)
+        served?;
+        Ok(supervised?)
     }
 }

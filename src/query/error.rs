@@ -56,6 +56,9 @@ pub enum QueryError {
     /// (a rebuild switched, or it was retired); nothing was written.
     #[error("projection generation {0} is no longer writable")]
     GenerationClosed(i32),
+    /// A background task (projector, NOTIFY listener) failed; the server stops.
+    #[error(transparent)]
+    Task(#[from] crate::supervisor::TaskFailed),
 }
 
 impl QueryError {

@@ -4,11 +4,13 @@
 //! - `app`: start-up (`Application::build` / `run_until_stopped`).
 //! - `grpc`: the edge; parses requests, maps results and errors to gRPC.
 //! - `projector`: Kafka → tables, one transaction per batch with the positions.
+//! - `liveness`: tells a projector consumer that librdkafka has wedged.
 //! - `bulk`: a rebuild's chunks of events folded in memory and written with `COPY`.
 //! - `read_model`: every SQL statement of the read database, in one schema.
 //! - `generation`: the generations of the projection and the live one; a
 //!   rebuild fills a new generation beside the live one and switches atomically.
 //! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters.
+//! - `watchdog`: tells a stalled projection (lag, positions standing still) for health.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 
 pub mod app;
@@ -16,10 +18,12 @@ pub mod bulk;
 pub mod error;
 pub mod generation;
 pub mod grpc;
+pub mod liveness;
 pub mod page_token;
 pub mod projector;
 pub mod read_model;
 pub mod watch;
+pub mod watchdog;
 
 pub use app::Application;
 pub use error::QueryError;

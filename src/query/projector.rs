@@ -1,9 +1,14 @@
 //! The projector: consumes the events topic in the `order-query` group and
 //! applies each batch to the read model in one PostgreSQL transaction,
 //! together with the partitions' next offsets. Kafka offsets are committed
-//! only afterwards, and only as a courtesy (lag monitoring): the positions in
-//! the database are the source of truth, and a partition is sought to its
-//! stored position whenever it is assigned.
+//! only afterwards, now and then, and only as a courtesy (lag monitoring): the
+//! positions in the database are the source of truth. A partition starts at
+//! its stored position from the moment it is assigned: the rebalance callback
+//! hands librdkafka the positions the projector last loaded or committed, so
+//! no message of a new assignment is fetched from anywhere else, and nothing
+//! has to be sought before the fetcher runs. Where that start turns out stale
+//! (another owner moved the position), the batch's fence rolls back and the
+//! partition is sought, off the async runtime, to the stored position.
 //!
 //! Per event, the order's projected version decides: at or below it, a
 //! duplicate (skipped); one above, applied with `domain::evolve` and followed
@@ -30,17 +35,20 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::FutureExt;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
-    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    consumer::{
+        BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+    },
     error::KafkaError,
     message::OwnedMessage,
+    types::RDKafkaRespErr,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +60,7 @@ use crate::{
         QueryError,
         bulk::{self, BulkItem, Fold, decode_message},
         generation::{GenerationState, LiveProjection, WriteCondition},
+        liveness::Liveness,
         read_model::{EventOrigin, OrderView, ProjectionTx, ReadModel},
     },
 };
@@ -62,6 +71,11 @@ const MAX_BATCH: usize = 1_000;
 const POLL_WAIT: Duration = Duration::from_millis(500);
 /// Longest a seek to a stored position may take.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the stored positions are also committed to Kafka (a courtesy for
+/// lag monitoring). Rare on purpose: the group coordinator answers a
+/// connection's requests in order, and an offset commit after every batch
+/// queues the consumer's heartbeats behind it on a saturated machine.
+const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Counters of the projector's work since start (`projector_*_total`).
 #[derive(Debug, Default)]
@@ -144,41 +158,150 @@ pub struct BatchSummary {
     pub deferred: u64,
 }
 
+/// Where a newly assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At this stored next offset (`None`: nothing stored, from the beginning).
+    Stored(Option<i64>),
+    /// No position was known when it was assigned: the projector seeks it.
+    Unknown,
+}
+
+/// The stored positions of the generation the projector writes, as last
+/// loaded or committed (`None` until loaded): where assigned partitions start.
+type StartOffsets = Arc<Mutex<Option<HashMap<i32, i64>>>>;
+
 /// Partitions assigned and revoked since the projector last looked.
 #[derive(Debug, Default)]
 struct Rebalances {
-    assigned: HashSet<i32>,
+    assigned: HashMap<i32, Start>,
     revoked: HashSet<i32>,
 }
 
-/// Records rebalances for the projector, which positions partitions itself.
+/// Assigns partitions at their stored positions and records rebalances for
+/// the projector.
 pub struct ProjectorContext {
     topic: String,
     rebalances: Arc<Mutex<Rebalances>>,
+    starts: StartOffsets,
+}
+
+impl ProjectorContext {
+    /// Sets each partition of `list` to start at its known stored position;
+    /// returns where each starts.
+    fn set_starts(&self, list: &mut TopicPartitionList) -> Vec<(i32, Start)> {
+        let starts = self.starts.lock().expect("start offsets lock");
+        let partitions: Vec<i32> = list
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        partitions
+            .into_iter()
+            .map(|partition| {
+                let start = match starts.as_ref() {
+                    Some(known) => Start::Stored(known.get(&partition).copied()),
+                    None => Start::Unknown,
+                };
+                let offset = match start {
+                    Start::Stored(Some(next)) => Some(Offset::Offset(next)),
+                    Start::Stored(None) => Some(Offset::Beginning),
+                    Start::Unknown => None,
+                };
+                if let Some(offset) = offset
+                    && let Err(error) = list.set_partition_offset(&self.topic, partition, offset)
+                {
+                    tracing::warn!(partition, %error, "cannot set a start offset");
+                    return (partition, Start::Unknown);
+                }
+                (partition, start)
+            })
+            .collect()
+    }
 }
 
 impl ClientContext for ProjectorContext {}
 
 impl ConsumerContext for ProjectorContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut changes = self.rebalances.lock().expect("rebalance lock");
-        match rebalance {
-            Rebalance::Assign(list) => {
-                for element in list.elements_for_topic(&self.topic) {
-                    changes.revoked.remove(&element.partition());
-                    changes.assigned.insert(element.partition());
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let starts = self.set_starts(list);
+                let assigned = if cooperative {
+                    consumer.incremental_assign(list)
+                } else {
+                    consumer.assign(list)
+                };
+                if let Err(error) = assigned {
+                    // librdkafka retries the rebalance; nothing was assigned.
+                    tracing::error!(%error, "assigning partitions failed");
+                    return;
                 }
-                tracing::info!(partitions = ?changes.assigned, "partitions assigned");
-            }
-            Rebalance::Revoke(list) => {
-                for element in list.elements_for_topic(&self.topic) {
-                    changes.assigned.remove(&element.partition());
-                    changes.revoked.insert(element.partition());
+                tracing::info!(partitions = ?starts, "partitions assigned");
+                let mut changes = self.rebalances.lock().expect("rebalance lock");
+                for (partition, start) in starts {
+                    changes.revoked.remove(&partition);
+                    changes.assigned.insert(partition, start);
                 }
-                tracing::info!(partitions = ?changes.revoked, "partitions revoked");
             }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                let revoked = if cooperative {
+                    consumer.incremental_unassign(list)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = revoked {
+                    tracing::warn!(%error, "unassigning partitions failed");
+                }
+                let partitions: Vec<i32> = list
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(?partitions, lost, "partitions revoked");
+                let mut changes = self.rebalances.lock().expect("rebalance lock");
+                for partition in partitions {
+                    changes.assigned.remove(&partition);
+                    changes.revoked.insert(partition);
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance failed");
+                // As librdkafka documents: on an error, drop the assignment.
+                let _ = consumer.unassign();
+            }
         }
+    }
+}
+
+/// Freezes a projector's `run` loop while on: it neither polls nor applies
+/// (a test hook for the stall watchdog).
+#[derive(Debug, Clone, Default)]
+pub struct FreezeSwitch {
+    requested: Arc<AtomicBool>,
+    /// Set by the loop once it has stopped stepping.
+    held: Arc<AtomicBool>,
+}
+
+impl FreezeSwitch {
+    /// Freezes (`true`) or thaws (`false`) the projector.
+    pub fn set(&self, frozen: bool) {
+        self.requested.store(frozen, Ordering::Relaxed);
+    }
+
+    /// Whether the projector's loop is frozen now (it finished its last step).
+    pub fn is_frozen(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
     }
 }
 
@@ -202,7 +325,9 @@ fn consumer_config(settings: &QuerySettings) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // A killed instance's partitions move after seconds, not the default 45 s.
+        // Incremental rebalances: a member joining or leaving moves only the
+        // partitions that change owner; the others keep being consumed.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "session.timeout.ms",
             consumer.session_timeout_ms.to_string(),
@@ -243,7 +368,11 @@ enum Written {
 
 /// Projects the events topic into the read model, one batch per `step`.
 pub struct Projector {
-    consumer: StreamConsumer<ProjectorContext>,
+    consumer: Arc<StreamConsumer<ProjectorContext>>,
+    /// Whether the consumer has subscribed (on the first step, once the start
+    /// offsets are loaded).
+    subscribed: bool,
+    starts: StartOffsets,
     read_model: ReadModel,
     target: Target,
     /// The condition every batch's transaction checks (none for `Target::Fixed`).
@@ -257,6 +386,13 @@ pub struct Projector {
     /// The pool the projector writes through, when it is not the read model's own.
     write_pool: Option<PgPool>,
     metrics: Arc<ProjectorMetrics>,
+    /// When the positions were last committed to Kafka.
+    offsets_committed: Instant,
+    /// A test hook: while set, `run` does not step.
+    frozen: FreezeSwitch,
+    /// The consumer's configuration, for a replacement.
+    config: ClientConfig,
+    liveness: Liveness,
 }
 
 impl Projector {
@@ -308,15 +444,20 @@ impl Projector {
     ) -> Result<Self, QueryError> {
         let topic = settings.kafka.topic.clone();
         let rebalances = Arc::new(Mutex::new(Rebalances::default()));
+        let starts = StartOffsets::default();
         let context = ProjectorContext {
             topic: topic.clone(),
             rebalances: rebalances.clone(),
+            starts: starts.clone(),
         };
-        let consumer: StreamConsumer<ProjectorContext> =
-            consumer_config(settings).create_with_context(context)?;
-        consumer.subscribe(&[&topic])?;
+        let config = consumer_config(settings);
+        let consumer: StreamConsumer<ProjectorContext> = config.create_with_context(context)?;
         Ok(Self {
-            consumer,
+            liveness: Liveness::new(kafka::base_config(&settings.kafka), topic.clone()),
+            config,
+            consumer: Arc::new(consumer),
+            subscribed: false,
+            starts,
             read_model,
             target,
             condition,
@@ -326,7 +467,14 @@ impl Projector {
             unpositioned: BTreeSet::new(),
             write_pool: None,
             metrics: Arc::default(),
+            offsets_committed: Instant::now(),
+            frozen: FreezeSwitch::default(),
         })
+    }
+
+    /// A switch that freezes `run` while it is on (tests of the stall watchdog).
+    pub fn freeze_switch(&self) -> FreezeSwitch {
+        self.frozen.clone()
     }
 
     /// Writes through `pool` instead of the read model's pool, in this
@@ -367,6 +515,15 @@ impl Projector {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
+            if self.frozen.requested.load(Ordering::Relaxed) {
+                self.frozen.held.store(true, Ordering::Relaxed);
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            self.frozen.held.store(false, Ordering::Relaxed);
             match self.step_until(&stop).await {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(error) => {
@@ -391,12 +548,16 @@ impl Projector {
             ..
         } = self;
         let left = tokio::task::spawn_blocking(move || {
+            let consumer = Arc::try_unwrap(consumer).ok();
             let mut list = TopicPartitionList::new();
             for (&partition, &next) in &positions {
                 if let Some(next) = next {
                     let _ = list.add_partition_offset(&topic, partition, Offset::Offset(next));
                 }
             }
+            let Some(consumer) = consumer else {
+                return; // a seek still holds it; dropping the last reference leaves the group
+            };
             if list.count() > 0
                 && let Err(error) = consumer.commit(&list, CommitMode::Sync)
             {
@@ -423,15 +584,48 @@ impl Projector {
             self.retarget(generation, live.read_model());
             return Ok(StepOutcome::Switched { generation });
         }
+        if !self.subscribed {
+            self.load_starts().await?;
+            self.consumer.subscribe(&[&self.topic])?;
+            self.subscribed = true;
+        }
         self.note_rebalances();
         self.position_partitions().await?;
         let batch = self.poll(stop).await?;
         if batch.is_empty() {
+            if self.liveness.is_wedged(&self.consumer).await {
+                self.replace_consumer()?;
+            }
             return Ok(StepOutcome::Idle);
         }
         // A rebalance served during the poll makes its partitions' messages stale.
         self.note_rebalances();
         self.apply(batch).await
+    }
+
+    /// Replaces a wedged consumer with a new one, which joins the group from
+    /// the stored positions on the next step.
+    fn replace_consumer(&mut self) -> Result<(), QueryError> {
+        tracing::error!(
+            "the consumer has had no broker for a while although the broker answers others; \
+             replacing it"
+        );
+        let context = ProjectorContext {
+            topic: self.topic.clone(),
+            rebalances: self.rebalances.clone(),
+            starts: self.starts.clone(),
+        };
+        let consumer: StreamConsumer<ProjectorContext> =
+            self.config.create_with_context(context)?;
+        let wedged = std::mem::replace(&mut self.consumer, Arc::new(consumer));
+        // Closing it may wait for the group it cannot reach: off the runtime.
+        tokio::task::spawn_blocking(move || drop(wedged));
+        *self.rebalances.lock().expect("rebalance lock") = Rebalances::default();
+        self.positions.clear();
+        self.unpositioned.clear();
+        self.subscribed = false;
+        self.liveness.reset();
+        Ok(())
     }
 
     fn note_rebalances(&mut self) {
@@ -440,10 +634,26 @@ impl Projector {
             self.positions.remove(&partition);
             self.unpositioned.remove(&partition);
         }
-        for partition in changes.assigned.drain() {
-            self.positions.remove(&partition);
-            self.unpositioned.insert(partition);
+        for (partition, start) in changes.assigned.drain() {
+            match start {
+                Start::Stored(next) => {
+                    self.positions.insert(partition, next);
+                    self.unpositioned.remove(&partition);
+                }
+                Start::Unknown => {
+                    self.positions.remove(&partition);
+                    self.unpositioned.insert(partition);
+                }
+            }
         }
+    }
+
+    /// Loads the stored positions of every partition, where newly assigned
+    /// partitions start.
+    async fn load_starts(&self) -> Result<(), QueryError> {
+        let stored = self.read_model.all_positions(&self.topic).await?;
+        *self.starts.lock().expect("start offsets lock") = Some(stored);
+        Ok(())
     }
 
     /// Writes `read_model` (generation `generation`) from now on: every assigned
@@ -458,6 +668,8 @@ impl Projector {
         if let Some(condition) = &mut self.condition {
             condition.generation = generation;
         }
+        // The new generation's positions are loaded before the next seek.
+        *self.starts.lock().expect("start offsets lock") = None;
         let positioned: Vec<i32> = self.positions.keys().copied().collect();
         self.rewind(positioned);
     }
@@ -470,8 +682,14 @@ impl Projector {
         }
     }
 
-    /// Seeks newly assigned partitions to their stored positions (the start when none).
+    /// Seeks partitions whose start is not known (after a fence, a switch or
+    /// an assignment made before the positions were loaded) to their stored
+    /// positions (the beginning when none). The seeks block, so they run off
+    /// the async runtime.
     async fn position_partitions(&mut self) -> Result<(), QueryError> {
+        if self.starts.lock().expect("start offsets lock").is_none() {
+            self.load_starts().await?;
+        }
         if self.unpositioned.is_empty() {
             return Ok(());
         }
@@ -488,13 +706,29 @@ impl Projector {
             return Ok(());
         }
         let stored = self.read_model.positions(&self.topic, &partitions).await?;
-        for partition in partitions {
-            let next = stored.get(&partition).copied();
-            let offset = next.map_or(Offset::Beginning, Offset::Offset);
-            match self
-                .consumer
-                .seek(&self.topic, partition, offset, SEEK_TIMEOUT)
-            {
+        let targets: Vec<(i32, Option<i64>)> = partitions
+            .into_iter()
+            .map(|p| (p, stored.get(&p).copied()))
+            .collect();
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let sought = tokio::task::spawn_blocking(move || {
+            targets
+                .into_iter()
+                .map(|(partition, next)| {
+                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
+                    let result = consumer.seek(&topic, partition, offset, SEEK_TIMEOUT);
+                    (partition, next, result)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|error| QueryError::Config(format!("seek task failed: {error}")))?;
+        let mut starts = self.starts.lock().expect("start offsets lock");
+        for (partition, next, result) in sought {
+            if let (Some(known), Some(next)) = (starts.as_mut(), next) {
+                known.insert(partition, next);
+            }
+            match result {
                 Ok(()) => {
                     tracing::debug!(partition, ?next, "partition positioned");
                     self.unpositioned.remove(&partition);
@@ -570,6 +804,22 @@ impl Projector {
                 summary.duplicates += 1;
                 continue;
             }
+            if next.is_some_and(|next| message.offset() > next) {
+                // Offsets of one partition are consecutive: a message beyond
+                // the next expected one means the fetch position is not where
+                // the projector thinks. Nothing past the gap is applied; the
+                // partition is sought back to its stored position.
+                tracing::warn!(
+                    partition,
+                    offset = message.offset(),
+                    ?next,
+                    "message beyond the expected offset; seeking the partition again"
+                );
+                summary.deferred += 1;
+                self.positions.remove(&partition);
+                self.unpositioned.insert(partition);
+                continue;
+            }
             advances.entry(partition).or_insert((stored, 0)).1 = message.offset() + 1;
             items.push(BulkItem::from_message(&message));
         }
@@ -598,10 +848,13 @@ impl Projector {
                 return Err(error);
             }
         }
-        let mut offsets = TopicPartitionList::new();
+        if let Some(known) = self.starts.lock().expect("start offsets lock").as_mut() {
+            for (&partition, &(_, next)) in &advances {
+                known.insert(partition, next);
+            }
+        }
         for (&partition, &(_, next)) in &advances {
             self.positions.insert(partition, Some(next));
-            offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next))?;
         }
         let m = &self.metrics;
         ProjectorMetrics::add(&m.batches_total, 1);
@@ -609,11 +862,30 @@ impl Projector {
         ProjectorMetrics::add(&m.duplicates_total, summary.duplicates);
         ProjectorMetrics::add(&m.gaps_total, summary.parked);
         ProjectorMetrics::add(&m.dead_letters_total, summary.dead_lettered);
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
-            tracing::debug!(%error, "offset commit failed; the stored positions stand");
-        }
+        self.commit_offsets_now_and_then()?;
         tracing::debug!(?summary, "batch committed");
         Ok(StepOutcome::Applied(summary))
+    }
+
+    /// Commits the positions to Kafka when the last commit is older than
+    /// `OFFSET_COMMIT_INTERVAL`, asynchronously.
+    fn commit_offsets_now_and_then(&mut self) -> Result<(), QueryError> {
+        if self.offsets_committed.elapsed() < OFFSET_COMMIT_INTERVAL {
+            return Ok(());
+        }
+        self.offsets_committed = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &next) in &self.positions {
+            if let Some(next) = next {
+                offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next))?;
+            }
+        }
+        if offsets.count() > 0
+            && let Err(error) = self.consumer.commit(&offsets, CommitMode::Async)
+        {
+            tracing::debug!(%error, "offset commit failed; the stored positions stand");
+        }
+        Ok(())
     }
 
     /// The generation written is no longer in the state this projector writes
@@ -828,8 +1100,12 @@ mod tests {
         let config = consumer_config(&settings);
         assert_eq!(config.get("group.id"), Some("order-query"));
         assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(config.get("session.timeout.ms"), Some("6000"));
-        assert_eq!(config.get("heartbeat.interval.ms"), Some("1500"));
+        assert_eq!(config.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(config.get("heartbeat.interval.ms"), Some("3000"));
+        assert_eq!(
+            config.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
         assert_eq!(config.get("max.poll.interval.ms"), Some("45000"));
         assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(config.get("debug"), None);

@@ -7,13 +7,13 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 use orders::{
     command::app::{Application, StartupError},
-    config::{CommandSettings, KafkaSettings, QuerySettings},
+    config::{CommandSettings, KafkaSettings},
     proto::{self, order_commands_client::OrderCommandsClient},
     query::{QueryError, app::Application as QueryApp},
 };
@@ -21,6 +21,7 @@ use tokio::{
     sync::{Mutex, oneshot},
     task::JoinHandle,
 };
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 static BROKER: Mutex<()> = Mutex::const_new(());
@@ -31,6 +32,19 @@ fn broker_pidfile() -> PathBuf {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/run/kafka.pid"),
         PathBuf::from,
     )
+}
+
+/// Sends `signal` to the broker (the pid on the pid file's first line).
+fn signal_broker(signal: &str) {
+    let pidfile = broker_pidfile();
+    let text = std::fs::read_to_string(&pidfile)
+        .unwrap_or_else(|e| panic!("read {}: {e}; is the stack up?", pidfile.display()));
+    let pid = text.lines().next().expect("pid line").trim().to_owned();
+    let status = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Kills the broker (the pid on the pid file's first line) with SIGKILL.
@@ -94,6 +108,7 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     let mut stack = ChaosStack::start("chaos").await;
     for i in 0..20 {
         stack
+            .command
             .client
             .place_order(place(i))
             .await
@@ -102,7 +117,7 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     support::wait_until(
         Duration::from_secs(60),
         "the outbox to drain before the outage",
-        || async { outbox_len(&stack.pool).await == 0 },
+        || async { outbox_len(&stack.command.pool).await == 0 },
     )
     .await;
 
@@ -112,6 +127,7 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     let mut accepted = 20;
     for i in 20..70 {
         stack
+            .command
             .client
             .place_order(place(i))
             .await
@@ -120,23 +136,23 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
         tokio::time::sleep_until(outage + Duration::from_millis(200) * (i as u32 - 19)).await;
     }
     assert!(
-        outbox_len(&stack.pool).await > 0,
+        outbox_len(&stack.command.pool).await > 0,
         "events wait in the outbox during the outage"
     );
     restart_broker();
 
     support::wait_until(Duration::from_secs(120), "the backlog to drain", || async {
-        outbox_len(&stack.pool).await == 0
+        outbox_len(&stack.command.pool).await == 0
     })
     .await;
-    let reader = support::topic_reader(&stack.kafka.topic);
+    let reader = support::topic_reader(&stack.command.kafka.topic);
     let messages = support::read_messages(&reader, accepted, Duration::from_secs(60)).await;
     let mut keys: Vec<String> = messages.iter().map(support::key_of).collect();
     keys.sort();
     keys.dedup();
     let mut stored: Vec<String> =
         sqlx::query_scalar::<_, uuid::Uuid>("SELECT order_id FROM events")
-            .fetch_all(&stack.pool)
+            .fetch_all(&stack.command.pool)
             .await
             .unwrap()
             .into_iter()
@@ -154,23 +170,18 @@ async fn commands_are_accepted_while_the_broker_is_down_and_everything_reaches_t
     stack.stop().await;
 }
 
-/// An order-command and an order-query server in this process, on fresh
-/// databases and a fresh topic of the shared broker.
-struct ChaosStack {
+/// An in-process order-command on a fresh write database and a fresh topic
+/// of the shared broker, and a client of it.
+struct CommandServer {
     kafka: KafkaSettings,
     /// The write database.
     pool: sqlx::PgPool,
-    read_pool: sqlx::PgPool,
     client: OrderCommandsClient<Channel>,
-    /// The projector's consumer session timeout.
-    session: Duration,
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), StartupError>>,
-    stop_query: oneshot::Sender<()>,
-    query_server: JoinHandle<Result<(), QueryError>>,
 }
 
-impl ChaosStack {
+impl CommandServer {
     async fn start(name: &str) -> Self {
         let database_url = support::fresh_database(name).await;
         let kafka = support::fresh_kafka(name);
@@ -182,25 +193,55 @@ impl ChaosStack {
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        let read_url = support::fresh_database(&format!("{name}_read")).await;
-        let settings = QuerySettings::new(read_url.clone(), kafka.clone(), support::unique(name));
-        let session = Duration::from_millis(settings.consumer.session_timeout_ms.into());
-        let query = QueryApp::build(settings).await.expect("build order-query");
-        let (stop_query, query_stopped) = oneshot::channel::<()>();
-        let query_server = tokio::spawn(query.run_until_stopped(async {
-            let _ = query_stopped.await;
-        }));
         let client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
             .await
             .expect("connect");
         Self {
             kafka,
             pool: support::pool(&database_url).await,
-            read_pool: support::pool(&read_url).await,
             client,
-            session,
             stop,
             server,
+        }
+    }
+
+    /// Stops the server and checks that it ran without error.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().expect("order-command ran");
+    }
+}
+
+/// An order-command and an order-query server in this process, on fresh
+/// databases and a fresh topic of the shared broker.
+struct ChaosStack {
+    command: CommandServer,
+    read_pool: sqlx::PgPool,
+    /// The projector's consumer session timeout.
+    session: Duration,
+    stop_query: oneshot::Sender<()>,
+    query_server: JoinHandle<Result<(), QueryError>>,
+}
+
+impl ChaosStack {
+    async fn start(name: &str) -> Self {
+        let command = CommandServer::start(name).await;
+        let read_url = support::fresh_database(&format!("{name}_read")).await;
+        let settings = support::query_settings(
+            read_url.clone(),
+            command.kafka.clone(),
+            support::unique(name),
+        );
+        let session = Duration::from_millis(settings.consumer.session_timeout_ms.into());
+        let query = QueryApp::build(settings).await.expect("build order-query");
+        let (stop_query, query_stopped) = oneshot::channel::<()>();
+        let query_server = tokio::spawn(query.run_until_stopped(async {
+            let _ = query_stopped.await;
+        }));
+        Self {
+            command,
+            read_pool: support::pool(&read_url).await,
+            session,
             stop_query,
             query_server,
         }
@@ -210,8 +251,7 @@ impl ChaosStack {
     async fn stop(self) {
         let _ = self.stop_query.send(());
         self.query_server.await.unwrap().expect("order-query ran");
-        let _ = self.stop.send(());
-        self.server.await.unwrap().expect("order-command ran");
+        self.command.stop().await;
     }
 }
 
@@ -229,6 +269,7 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
     let mut stack = ChaosStack::start("chaos_rejoin").await;
     for i in 0..10 {
         stack
+            .command
             .client
             .place_order(place(1_000 + i))
             .await
@@ -249,6 +290,7 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
     let restarted = tokio::time::Instant::now();
     for i in 10..20 {
         stack
+            .command
             .client
             .place_order(place(1_000 + i))
             .await
@@ -257,7 +299,7 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
     support::wait_until(
         Duration::from_secs(120),
         "the outbox to drain after the restart",
-        || async { outbox_len(&stack.pool).await == 0 },
+        || async { outbox_len(&stack.command.pool).await == 0 },
     )
     .await;
     // The new assignment is taken promptly: it must not wait behind the error
@@ -273,4 +315,201 @@ async fn the_projector_is_assigned_its_partitions_again_soon_after_an_outage_lon
         restarted.elapsed()
     );
     stack.stop().await;
+}
+
+/// The group session a spawned query server runs with.
+#[derive(Clone, Copy)]
+enum Session {
+    /// The tests' few seconds.
+    Short,
+    /// The server's default.
+    Default,
+}
+
+/// Spawns the real `order-query` binary on `read_url` and the stack's topic,
+/// logging to `log`.
+fn spawn_query(
+    read_url: &str,
+    kafka: &KafkaSettings,
+    group: &str,
+    session: Session,
+    log: &Path,
+) -> Child {
+    let log = std::fs::File::create(log).expect("create the query log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_order-query"));
+    if let Session::Short = session {
+        command.envs(support::query_session_env());
+    }
+    command
+        .env("ORDERS_QUERY_ADDR", "127.0.0.1:0")
+        .env("ORDERS_READ_DATABASE_URL", read_url)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
+        .env("ORDERS_TOPIC", &kafka.topic)
+        .env("ORDERS_CONSUMER_GROUP", group)
+        .env(
+            "RUST_LOG",
+            "info,librdkafka=warn,rdkafka=warn,sqlx=warn,h2=warn",
+        )
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn order-query")
+}
+
+/// A child process that is killed when the test ends, passed or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {}", child.id());
+}
+
+/// Places orders one after another, about 50 a second, until `stop`; returns how many.
+fn keep_placing(
+    mut client: OrderCommandsClient<Channel>,
+    first: usize,
+    stop: CancellationToken,
+) -> JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut placed = 0;
+        while !stop.is_cancelled() {
+            client
+                .place_order(place(first + placed))
+                .await
+                .expect("accepted under load");
+            placed += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        placed
+    })
+}
+
+/// What a catch-up test does to the query server while orders keep arriving.
+enum Trigger {
+    /// Stops its process (SIGSTOP) for twice the group session, then resumes it.
+    FreezeProcess,
+    /// Kills the broker (kill -9) and restarts it after twice the group session.
+    RestartBroker,
+    /// Stops the broker's process (SIGSTOP) for twice the group session, then
+    /// resumes it: a coordinator that stops answering, as in a long pause.
+    PauseBroker,
+}
+
+/// Runs the real `order-query` under a steady stream of orders, applies
+/// `trigger`, and checks that the projection holds every order within 30 s
+/// of the trigger's end. Returns the query server's log.
+async fn catches_up_within_30_s_after(name: &str, session: Session, trigger: Trigger) -> String {
+    let command = CommandServer::start(name).await;
+    let read_url = support::fresh_database(&format!("{name}_read")).await;
+    let read_pool = support::pool(&read_url).await;
+    let log = std::env::temp_dir().join(format!("{}.log", support::unique(name)));
+    eprintln!("order-query logs to {}", log.display());
+    let query = Killed(spawn_query(
+        &read_url,
+        &command.kafka,
+        &support::unique(name),
+        session,
+        &log,
+    ));
+
+    let loading = CancellationToken::new();
+    let load = keep_placing(command.client.clone(), 10_000, loading.clone());
+    support::wait_until(
+        Duration::from_secs(60),
+        "the projector to apply the first orders",
+        || async { projected_orders(&read_pool).await > 0 },
+    )
+    .await;
+
+    // Twice the tests' short session, whatever the server's.
+    let session = Duration::from_millis(support::TEST_SESSION_TIMEOUT_MS.into());
+    match trigger {
+        // A pause longer than the group session (a stop-the-world pause, a
+        // starved CPU): the group drops the member while it cannot answer,
+        // and it finds its session gone when it runs again.
+        Trigger::FreezeProcess => {
+            signal(&query.0, "-STOP");
+            tokio::time::sleep(session * 2).await;
+            signal(&query.0, "-CONT");
+        }
+        // The coordinator goes away with the group's state in memory; the
+        // consumer's session times out while it is down.
+        Trigger::RestartBroker => {
+            kill_broker();
+            tokio::time::sleep(session * 2).await;
+            restart_broker();
+        }
+        Trigger::PauseBroker => {
+            signal_broker("-STOP");
+            tokio::time::sleep(session * 2).await;
+            signal_broker("-CONT");
+        }
+    }
+    let resumed = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    loading.cancel();
+    let placed = load.await.expect("load task") as i64;
+
+    let left = Duration::from_secs(30).saturating_sub(resumed.elapsed());
+    support::wait_until(
+        left,
+        "the projection to hold every order within 30 s of the trigger",
+        || async { projected_orders(&read_pool).await == placed },
+    )
+    .await;
+    eprintln!(
+        "{placed} orders projected {:?} after the trigger",
+        resumed.elapsed()
+    );
+    drop(query);
+    command.stop().await;
+    std::fs::read_to_string(&log).expect("read the query log")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_catches_up_within_30_s_after_its_process_was_frozen_longer_than_its_session()
+ {
+    let _broker = BROKER.lock().await;
+    catches_up_within_30_s_after("chaos_frozen", Session::Short, Trigger::FreezeProcess).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_catches_up_within_30_s_after_the_broker_restarts_under_load() {
+    let _broker = BROKER.lock().await;
+    catches_up_within_30_s_after("chaos_loaded", Session::Short, Trigger::RestartBroker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projection_catches_up_within_30_s_after_the_broker_pauses_under_load() {
+    let _broker = BROKER.lock().await;
+    catches_up_within_30_s_after("chaos_paused", Session::Short, Trigger::PauseBroker).await;
+}
+
+/// With the default session a coordinator that stops answering for twelve
+/// seconds under load costs the query server nothing: it keeps its
+/// partitions (no session time-out, no revoke and rejoin, the
+/// `SESSTMOUT` of a loaded benchmark machine) and catches up at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_pause_shorter_than_the_default_session_revokes_nothing() {
+    let _broker = BROKER.lock().await;
+    let log =
+        catches_up_within_30_s_after("chaos_kept", Session::Default, Trigger::PauseBroker).await;
+    assert_eq!(
+        log.matches("partitions assigned").count(),
+        1,
+        "assigned once, never again:\n{log}"
+    );
+    assert!(!log.contains("partitions revoked"), "{log}");
+    assert!(!log.contains("SESSTMOUT"), "{log}");
 }

@@ -5,7 +5,7 @@ use std::{path::Path, process::Command, time::Duration};
 
 use rdkafka::{Message, message::Headers};
 
-use orders::{config::QuerySettings, query::app::Application as QueryApp};
+use orders::query::app::Application as QueryApp;
 
 use crate::{command::TestCommand, support};
 
@@ -84,7 +84,7 @@ async fn every_grpcurl_example_in_the_readme_works() {
     assert!(examples.len() >= 14, "found {} examples", examples.len());
     let cmd = TestCommand::start().await;
     let query_db = support::fresh_database("readme_q").await;
-    let query = QueryApp::build(QuerySettings::new(
+    let query = QueryApp::build(support::query_settings(
         query_db,
         cmd.kafka.clone(),
         support::unique("readme"),

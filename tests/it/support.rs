@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use orders::config::KafkaSettings;
+use orders::config::{KafkaSettings, QuerySettings};
 use rdkafka::{
     ClientConfig, Message,
     consumer::{Consumer, StreamConsumer},
@@ -37,6 +37,38 @@ pub fn unique(prefix: &str) -> String {
 /// Kafka settings for a fresh, not yet created topic.
 pub fn fresh_kafka(prefix: &str) -> KafkaSettings {
     KafkaSettings::new(bootstrap(), unique(prefix).replace('_', "."))
+}
+
+/// Group session timeout of the tests' query servers: a killed or frozen
+/// instance loses its partitions after seconds, not the production 45 s.
+pub const TEST_SESSION_TIMEOUT_MS: u32 = 6_000;
+/// Heartbeat interval that goes with `TEST_SESSION_TIMEOUT_MS`.
+pub const TEST_HEARTBEAT_INTERVAL_MS: u32 = 1_500;
+
+/// Query settings for tests: any free port, a short group session.
+pub fn query_settings(
+    database_url: impl Into<String>,
+    kafka: KafkaSettings,
+    group: impl Into<String>,
+) -> QuerySettings {
+    let mut settings = QuerySettings::new(database_url, kafka, group);
+    settings.consumer.session_timeout_ms = TEST_SESSION_TIMEOUT_MS;
+    settings.consumer.heartbeat_interval_ms = TEST_HEARTBEAT_INTERVAL_MS;
+    settings
+}
+
+/// The environment that gives a spawned `order-query` the tests' short group session.
+pub fn query_session_env() -> [(&'static str, String); 2] {
+    [
+        (
+            "ORDERS_CONSUMER_SESSION_TIMEOUT_MS",
+            TEST_SESSION_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "ORDERS_CONSUMER_HEARTBEAT_INTERVAL_MS",
+            TEST_HEARTBEAT_INTERVAL_MS.to_string(),
+        ),
+    ]
 }
 
 /// A fresh, empty database on the test server; returns its URL.

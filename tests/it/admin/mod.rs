@@ -18,7 +18,7 @@ use std::{
 
 use orders::{
     admin::{VerifyOptions, VerifyReport},
-    config::{AdminSettings, KafkaSettings, QuerySettings},
+    config::{AdminSettings, KafkaSettings},
     proto::{self, order_commands_client::OrderCommandsClient},
 };
 use sqlx::PgPool;
@@ -76,7 +76,7 @@ impl System {
 
     /// An in-process `order-query` in the system's group.
     pub async fn start_query(&self) -> TestQuery {
-        TestQuery::start(QuerySettings::new(
+        TestQuery::start(support::query_settings(
             &self.read_url,
             self.kafka.clone(),
             &self.group,
@@ -153,6 +153,7 @@ impl System {
         for (name, value) in self.env() {
             command.env(name, value);
         }
+        command.envs(support::query_session_env());
         command.spawn().expect("spawn server binary")
     }
 }

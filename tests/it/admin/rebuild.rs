@@ -12,7 +12,7 @@ use std::{
 
 use orders::{
     admin::{AdminError, RebuildOptions, rebuild::REBUILD_LOCK},
-    config::{KafkaSettings, QuerySettings},
+    config::KafkaSettings,
     kafka, proto,
     query::{
         Generations, Projector, ReadModel,
@@ -310,7 +310,7 @@ async fn a_second_rebuild_is_refused_and_an_interrupted_one_resumes() {
     let read_model = ReadModel::new(system.read.clone(), &building.schema).unwrap();
     read_model.migrate().await.unwrap();
     let mut projector = Projector::building(
-        &QuerySettings::new(
+        &support::query_settings(
             &system.read_url,
             system.kafka.clone(),
             building.consumer_group.clone().unwrap(),

@@ -1,16 +1,17 @@
-//! Health is NOT_SERVING while PostgreSQL or the broker is unreachable.
+//! Health is NOT_SERVING while PostgreSQL or the broker is unreachable, and
+//! while the projection is stalled (messages wait, no position moves).
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use orders::{
     config::KafkaSettings,
-    query::{ReadModel, app::DependencyProbe, read_model::DEFAULT_SCHEMA},
+    query::{Generations, LiveProjection, app::DependencyProbe},
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use super::Stack;
+use super::{OrderStream, Stack, TestQuery, line_added, placed};
 use crate::support;
 
 async fn status(port: u16) -> Option<ServingStatus> {
@@ -58,19 +59,56 @@ async fn the_probe_fails_while_the_broker_is_unreachable() {
     let stack = Stack::new("q_probe", 1).await;
     let query = stack.start().await;
     let pool = support::pool(&stack.database_url).await;
-    let read_model = ReadModel::new(pool, DEFAULT_SCHEMA).unwrap();
+    let live = LiveProjection::load(Generations::new(pool)).await.unwrap();
 
-    let reachable = DependencyProbe::new(&stack.settings(), read_model.clone()).unwrap();
+    let reachable = DependencyProbe::new(&stack.settings(), live.clone()).unwrap();
     assert!(reachable.reachable().await);
 
     let mut settings = stack.settings();
     settings.kafka = KafkaSettings::new("127.0.0.1:1", &stack.kafka.topic);
-    let unreachable = DependencyProbe::new(&settings, read_model).unwrap();
+    let unreachable = DependencyProbe::new(&settings, live).unwrap();
     let started = std::time::Instant::now();
     assert!(!unreachable.reachable().await);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the probe is bounded"
     );
+    query.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_while_the_projector_is_frozen_with_lag_and_serving_once_it_moves() {
+    let stack = Stack::new("q_stall", 1).await;
+    let mut settings = stack.settings();
+    settings.stall_after_ms = 2_000;
+    let query = TestQuery::start(settings).await;
+    let port = query.port;
+    let mut order = OrderStream::new();
+    stack.produce(&[order.next(placed("stall"))]).await;
+    stack.wait_caught_up().await;
+    wait_for_status(port, ServingStatus::Serving).await;
+
+    let freeze = query.freeze.clone().expect("projector runs");
+    freeze.set(true);
+    support::wait_until(Duration::from_secs(10), "the projector frozen", || async {
+        freeze.is_frozen()
+    })
+    .await;
+    stack
+        .produce(&[order.next(line_added("sku-stall", 1, 100))])
+        .await;
+    // Lag above zero and no position moving: NOT_SERVING after the configured
+    // 2 s, plus the once-a-second probe and slack for a loaded machine.
+    support::wait_until(
+        Duration::from_secs(2 + 8),
+        "health NOT_SERVING within the stall limit",
+        || async move { status(port).await == Some(ServingStatus::NotServing) },
+    )
+    .await;
+    assert_eq!(query.stalls_total.load(Ordering::Relaxed), 1);
+
+    freeze.set(false);
+    wait_for_status(port, ServingStatus::Serving).await;
+    stack.wait_caught_up().await;
     query.stop().await;
 }

@@ -35,6 +35,7 @@ fn spawn_query(stack: &Stack, port: u16, log: &std::path::Path) -> Child {
             stack.kafka.topic_partitions.to_string(),
         )
         .env("ORDERS_CONSUMER_GROUP", &stack.group)
+        .envs(support::query_session_env())
         .env("RUST_LOG", "info,rdkafka=warn,sqlx=warn,h2=warn")
         .stdout(Stdio::null())
         .stderr(log)

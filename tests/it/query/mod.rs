@@ -14,7 +14,11 @@ mod redelivery;
 mod sharing;
 mod stepping;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use orders::{
@@ -27,8 +31,8 @@ use orders::{
     kafka,
     proto::{self, order_queries_client::OrderQueriesClient},
     query::{
-        Application, ProjectorMetrics, QueryError, read_model::DEFAULT_SCHEMA,
-        watch::ProjectionWatch,
+        Application, ProjectorMetrics, QueryError, projector::FreezeSwitch,
+        read_model::DEFAULT_SCHEMA, watch::ProjectionWatch,
     },
 };
 use prost::Message as _;
@@ -76,7 +80,7 @@ impl Stack {
 
     /// Query settings for this stack: any free port, the stack's group.
     pub fn settings(&self) -> QuerySettings {
-        QuerySettings::new(&self.database_url, self.kafka.clone(), &self.group)
+        support::query_settings(&self.database_url, self.kafka.clone(), &self.group)
     }
 
     /// Starts `order-query` in process with the default settings.
@@ -244,6 +248,8 @@ pub struct TestQuery {
     pub port: u16,
     pub metrics: Option<Arc<ProjectorMetrics>>,
     pub watch: ProjectionWatch,
+    pub freeze: Option<FreezeSwitch>,
+    pub stalls_total: Arc<AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), QueryError>>>,
 }
@@ -257,6 +263,8 @@ impl TestQuery {
         let port = app.port();
         let metrics = app.projector_metrics();
         let watch = app.projection_watch();
+        let freeze = app.projector_freeze();
+        let stalls_total = app.stalls_total();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -266,6 +274,8 @@ impl TestQuery {
             port,
             metrics,
             watch,
+            freeze,
+            stalls_total,
             stop: Some(stop),
             task: Some(task),
         }
