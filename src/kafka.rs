@@ -1,13 +1,13 @@
 //! Kafka client configuration shared by the relay, the projector and the CLI,
 //! and creation of the events topic.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
-    consumer::BaseConsumer,
+    consumer::{BaseConsumer, Consumer},
     error::{KafkaError, RDKafkaErrorCode},
     producer::FutureProducer,
 };
@@ -81,4 +81,25 @@ pub fn partition_reader(settings: &KafkaSettings, group: &str) -> Result<BaseCon
         .set("queued.min.messages", "200000")
         .set("queued.max.messages.kbytes", "262144")
         .create()
+}
+
+/// The low and high watermarks of every partition of `topic`, each request
+/// bounded by `timeout`; empty when the broker knows no such topic. Blocks:
+/// call it off the async runtime.
+pub fn watermarks(
+    client: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, (i64, i64)>, KafkaError> {
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|p| Ok((p, client.fetch_watermarks(topic, p, timeout)?)))
+        .collect()
 }

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 
 use crate::{admin::AdminError, config::KafkaSettings, kafka};
 
@@ -38,26 +38,14 @@ impl TopicOffsets {
     pub async fn end_offsets(&self) -> Result<BTreeMap<i32, i64>, AdminError> {
         let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
         tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), BROKER_TIMEOUT)?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic)
-                .flat_map(|t| match t.error() {
-                    None => t.partitions().iter().map(|p| p.id()).collect(),
-                    Some(_) => vec![],
-                })
+            let ends: BTreeMap<i32, i64> = kafka::watermarks(&consumer, &topic, BROKER_TIMEOUT)?
+                .into_iter()
+                .map(|(p, (_, high))| (p, high))
                 .collect();
-            if partitions.is_empty() {
+            if ends.is_empty() {
                 return Err(AdminError::NoTopic(topic));
             }
-            partitions
-                .into_iter()
-                .map(|p| {
-                    let (_, high) = consumer.fetch_watermarks(&topic, p, BROKER_TIMEOUT)?;
-                    Ok((p, high))
-                })
-                .collect()
+            Ok(ends)
         })
         .await
         .map_err(|e| AdminError::Invalid(format!("watermark task failed: {e}")))?

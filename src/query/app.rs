@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -89,20 +89,7 @@ impl DependencyProbe {
     async fn lag(&self) -> Option<Lag> {
         let (broker, topic) = (self.broker.clone(), self.topic.clone());
         let watermarks = tokio::task::spawn_blocking(move || {
-            let metadata = broker.fetch_metadata(Some(&topic), PROBE_TIMEOUT).ok()?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            partitions
-                .into_iter()
-                .map(|p| {
-                    let (low, high) = broker.fetch_watermarks(&topic, p, PROBE_TIMEOUT).ok()?;
-                    Some((p, (low, high)))
-                })
-                .collect::<Option<Vec<_>>>()
+            kafka::watermarks(&broker, &topic, PROBE_TIMEOUT).ok()
         });
         let read_model = self.live.read_model();
         let database_up = read_model.ping(PROBE_TIMEOUT).await;

@@ -186,17 +186,35 @@ pub struct ProjectorContext {
     starts: StartOffsets,
 }
 
+/// The partitions of `topic` in `list`.
+fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    list.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
 impl ProjectorContext {
+    /// A consumer of `config` whose rebalances start partitions at `starts`
+    /// and are recorded in `rebalances`.
+    fn consumer(
+        config: &ClientConfig,
+        topic: &str,
+        rebalances: &Arc<Mutex<Rebalances>>,
+        starts: &StartOffsets,
+    ) -> Result<StreamConsumer<Self>, KafkaError> {
+        config.create_with_context(Self {
+            topic: topic.to_owned(),
+            rebalances: rebalances.clone(),
+            starts: starts.clone(),
+        })
+    }
+
     /// Sets each partition of `list` to start at its known stored position;
     /// returns where each starts.
     fn set_starts(&self, list: &mut TopicPartitionList) -> Vec<(i32, Start)> {
         let starts = self.starts.lock().expect("start offsets lock");
-        let partitions: Vec<i32> = list
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        partitions
+        partitions_of(list, &self.topic)
             .into_iter()
             .map(|partition| {
                 let start = match starts.as_ref() {
@@ -263,11 +281,7 @@ impl ConsumerContext for ProjectorContext {
                 if let Err(error) = revoked {
                     tracing::warn!(%error, "unassigning partitions failed");
                 }
-                let partitions: Vec<i32> = list
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect();
+                let partitions = partitions_of(list, &self.topic);
                 tracing::info!(?partitions, lost, "partitions revoked");
                 let mut changes = self.rebalances.lock().expect("rebalance lock");
                 for partition in partitions {
@@ -445,13 +459,8 @@ impl Projector {
         let topic = settings.kafka.topic.clone();
         let rebalances = Arc::new(Mutex::new(Rebalances::default()));
         let starts = StartOffsets::default();
-        let context = ProjectorContext {
-            topic: topic.clone(),
-            rebalances: rebalances.clone(),
-            starts: starts.clone(),
-        };
         let config = consumer_config(settings);
-        let consumer: StreamConsumer<ProjectorContext> = config.create_with_context(context)?;
+        let consumer = ProjectorContext::consumer(&config, &topic, &rebalances, &starts)?;
         Ok(Self {
             liveness: Liveness::new(kafka::base_config(&settings.kafka), topic.clone()),
             config,
@@ -610,13 +619,8 @@ impl Projector {
             "the consumer has had no broker for a while although the broker answers others; \
              replacing it"
         );
-        let context = ProjectorContext {
-            topic: self.topic.clone(),
-            rebalances: self.rebalances.clone(),
-            starts: self.starts.clone(),
-        };
-        let consumer: StreamConsumer<ProjectorContext> =
-            self.config.create_with_context(context)?;
+        let consumer =
+            ProjectorContext::consumer(&self.config, &self.topic, &self.rebalances, &self.starts)?;
         let wedged = std::mem::replace(&mut self.consumer, Arc::new(consumer));
         // Closing it may wait for the group it cannot reach: off the runtime.
         tokio::task::spawn_blocking(move || drop(wedged));
@@ -693,12 +697,8 @@ impl Projector {
         if self.unpositioned.is_empty() {
             return Ok(());
         }
-        let assigned: HashSet<i32> = self
-            .consumer
-            .assignment()?
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
+        let assigned: HashSet<i32> = partitions_of(&self.consumer.assignment()?, &self.topic)
+            .into_iter()
             .collect();
         self.unpositioned.retain(|p| assigned.contains(p));
         let partitions: Vec<i32> = self.unpositioned.iter().copied().collect();

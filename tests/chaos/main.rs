@@ -34,21 +34,8 @@ fn broker_pidfile() -> PathBuf {
     )
 }
 
-/// Sends `signal` to the broker (the pid on the pid file's first line).
-fn signal_broker(signal: &str) {
-    let pidfile = broker_pidfile();
-    let text = std::fs::read_to_string(&pidfile)
-        .unwrap_or_else(|e| panic!("read {}: {e}; is the stack up?", pidfile.display()));
-    let pid = text.lines().next().expect("pid line").trim().to_owned();
-    let status = Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
-/// Kills the broker (the pid on the pid file's first line) with SIGKILL.
-fn kill_broker() {
+/// Sends `sig` to the broker (the pid on the pid file's first line).
+fn signal_broker(sig: &str) {
     let pidfile = broker_pidfile();
     let text = std::fs::read_to_string(&pidfile).unwrap_or_else(|e| {
         panic!(
@@ -56,12 +43,12 @@ fn kill_broker() {
             pidfile.display()
         )
     });
-    let pid = text.lines().next().expect("pid line").trim().to_owned();
-    let status = Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -9 {pid}");
+    signal(text.lines().next().expect("pid line").trim(), sig);
+}
+
+/// Kills the broker with SIGKILL.
+fn kill_broker() {
+    signal_broker("-9");
 }
 
 /// Starts the broker again, bounded to 180 s: the executable
@@ -367,12 +354,13 @@ impl Drop for Killed {
     }
 }
 
-fn signal(child: &Child, signal: &str) {
+/// Sends `signal` (`-STOP`, `-9`, …) to process `pid` with kill(1).
+fn signal(pid: &str, signal: &str) {
     let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
+        .args([signal, pid])
         .status()
         .expect("run kill");
-    assert!(status.success(), "kill {signal} {}", child.id());
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Places orders one after another, about 50 a second, until `stop`; returns how many.
@@ -439,9 +427,9 @@ async fn catches_up_within_30_s_after(name: &str, session: Session, trigger: Tri
         // starved CPU): the group drops the member while it cannot answer,
         // and it finds its session gone when it runs again.
         Trigger::FreezeProcess => {
-            signal(&query.0, "-STOP");
+            signal(&query.0.id().to_string(), "-STOP");
             tokio::time::sleep(session * 2).await;
-            signal(&query.0, "-CONT");
+            signal(&query.0.id().to_string(), "-CONT");
         }
         // The coordinator goes away with the group's state in memory; the
         // consumer's session times out while it is down.
