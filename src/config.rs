@@ -213,6 +213,10 @@ pub struct QuerySettings {
         default_value_t = DEFAULT_STALL_AFTER_MS
     )]
     pub stall_after_ms: u64,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP); off
+    /// unless set.
+    #[arg(long = "metrics-addr", env = "ORDERS_QUERY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Fault injection for tests only, off unless set: the named background
     /// task (`projector`, `notify-listener`) panics when it starts.
     #[arg(
@@ -316,6 +320,7 @@ impl QuerySettings {
             projector_synchronous_commit: false,
             consumer: ConsumerSettings::default(),
             stall_after_ms: DEFAULT_STALL_AFTER_MS,
+            metrics_addr: None,
             fault_panic_task: None,
         }
     }

@@ -11,6 +11,7 @@ pub mod command;
 pub mod config;
 pub mod domain;
 pub mod kafka;
+pub mod metrics;
 pub mod proto;
 pub mod query;
 pub mod server;

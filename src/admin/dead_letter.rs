@@ -9,8 +9,8 @@ use crate::{
     admin::{AdminError, live_generation, read_pool},
     config::AdminSettings,
     query::{
+        apply::{self, Replayed},
         generation::{GenerationState, WriteCondition},
-        projector::{self, Replayed},
     },
 };
 
@@ -111,7 +111,7 @@ pub async fn replay(
     };
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {
-        let replayed = projector::replay_dead_letter(&read_model, Some(condition), id).await?;
+        let replayed = apply::replay_dead_letter(&read_model, Some(condition), id).await?;
         let (outcome, reason) = match replayed {
             Replayed::Applied(summary) if summary.applied > 0 => ("applied", None),
             Replayed::Applied(summary) if summary.parked > 0 => ("parked", None),

@@ -66,7 +66,7 @@ use crate::{
     kafka,
     query::{
         Generations, QueryError, ReadModel,
-        bulk::{self, BulkItem, ChunkOutcome},
+        apply::{self, Incoming, Mode, OrderStates, Outcome, Timings},
         generation::{
             Generation, GenerationSource, GenerationState, WriteCondition, try_session_lock,
         },
@@ -454,7 +454,7 @@ async fn seed_from_store(
     // its own: an order's events stay in one lane, in position order.
     let (mut lanes, mut receivers) = (vec![], vec![]);
     for _ in 0..STORE_WRITERS {
-        let (sender, receiver) = mpsc::channel::<Vec<BulkItem>>(CHUNKS_IN_FLIGHT);
+        let (sender, receiver) = mpsc::channel::<Vec<Incoming>>(CHUNKS_IN_FLIGHT);
         lanes.push(sender);
         receivers.push(receiver);
     }
@@ -469,19 +469,19 @@ async fn seed_from_store(
                 .fetch_one(&mut *tx)
                 .await?;
             Progress::store_on(&progress_bar, total);
-            let mut chunks: Vec<Vec<BulkItem>> = (0..STORE_WRITERS).map(|_| vec![]).collect();
+            let mut chunks: Vec<Vec<Incoming>> = (0..STORE_WRITERS).map(|_| vec![]).collect();
             {
                 let mut rows =
                     sqlx::query("SELECT position, payload FROM events ORDER BY position")
                         .fetch(&mut *tx);
                 while let Some(row) = rows.try_next().await? {
                     let item =
-                        BulkItem::from_store(row.try_get("position")?, row.try_get("payload")?)?;
+                        Incoming::from_store(row.try_get("position")?, row.try_get("payload")?)?;
                     let lane = match &item {
-                        BulkItem::Event { meta, .. } => {
+                        Incoming::Event { meta, .. } => {
                             (meta.order_id.as_uuid().as_u128() % STORE_WRITERS as u128) as usize
                         }
-                        BulkItem::Dead(_) => 0,
+                        Incoming::Dead(_) => 0,
                     };
                     chunks[lane].push(item);
                     if chunks[lane].len() == CHUNK_EVENTS
@@ -506,12 +506,16 @@ async fn seed_from_store(
     let read = std::sync::atomic::AtomicU64::new(0);
     let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
         let mut applied = 0;
+        let mut states = OrderStates::new(WRITER_KEPT_STATES);
         while let Some(chunk) = received.recv().await {
             let chunk_len = chunk.len() as u64;
             // The positions were stored above; the store's events do not move them.
-            match bulk::apply_chunk(read_model, condition, "", &BTreeMap::new(), chunk).await? {
-                ChunkOutcome::Written(summary) => applied += summary.applied,
-                ChunkOutcome::Fenced => unreachable!("no position is moved"),
+            match write_chunk(read_model, condition, "", None, &chunk, &mut states).await? {
+                Outcome::Committed { counts, .. } => applied += counts.applied,
+                Outcome::Fenced => unreachable!("no position is moved"),
+                Outcome::Closed => {
+                    return Err(QueryError::GenerationClosed(condition.generation).into());
+                }
             }
             let read = read.fetch_add(chunk_len, std::sync::atomic::Ordering::Relaxed);
             progress.stored(read + chunk_len);
@@ -528,6 +532,29 @@ async fn seed_from_store(
     Ok(applied)
 }
 
+/// Orders whose state each rebuild writer keeps between its chunks.
+const WRITER_KEPT_STATES: usize = 65_536;
+
+/// Applies one chunk to the generation being built (bulk mode), fenced by
+/// `advances` when it came from the topic.
+async fn write_chunk(
+    read_model: &ReadModel,
+    condition: WriteCondition,
+    topic: &str,
+    advances: Option<&BTreeMap<i32, (Option<i64>, i64)>>,
+    items: &[Incoming],
+    states: &mut OrderStates,
+) -> Result<Outcome, QueryError> {
+    let target = apply::Target {
+        read_model,
+        condition: Some(condition),
+        topic,
+        mode: Mode::Bulk,
+        gaps_before: None,
+    };
+    apply::apply(&target, advances, items, states, &mut Timings::default()).await
+}
+
 /// Reads the topic from stored positions with `assign()` and applies it in chunks.
 struct Loader {
     consumer: Arc<BaseConsumer>,
@@ -540,7 +567,7 @@ struct Loader {
 
 /// One chunk read from the topic: its items and each partition's move.
 struct TopicChunk {
-    items: Vec<BulkItem>,
+    items: Vec<Incoming>,
     advances: BTreeMap<i32, (Option<i64>, i64)>,
 }
 
@@ -605,13 +632,23 @@ impl Loader {
         let (read_model, condition, topic) = (&self.read_model, self.condition, &self.topic);
         let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
             let mut applied = 0;
+            let mut states = OrderStates::new(WRITER_KEPT_STATES);
             while let Some(chunk) = received.recv().await {
-                let outcome =
-                    bulk::apply_chunk(read_model, condition, topic, &chunk.advances, chunk.items)
-                        .await?;
+                let outcome = write_chunk(
+                    read_model,
+                    condition,
+                    topic,
+                    Some(&chunk.advances),
+                    &chunk.items,
+                    &mut states,
+                )
+                .await?;
                 match outcome {
-                    ChunkOutcome::Written(summary) => applied += summary.applied,
-                    ChunkOutcome::Fenced => {
+                    Outcome::Committed { counts, .. } => applied += counts.applied,
+                    Outcome::Closed => {
+                        return Err(QueryError::GenerationClosed(condition.generation).into());
+                    }
+                    Outcome::Fenced => {
                         return Err(AdminError::Query(QueryError::Conflict(
                             "another writer moved the rebuilt generation's positions".into(),
                         )));
@@ -653,7 +690,7 @@ fn read_partitions(
     struct Reading {
         from: Option<i64>,
         next: Option<i64>,
-        items: Vec<BulkItem>,
+        items: Vec<Incoming>,
         done: bool,
     }
     impl Reading {
@@ -720,7 +757,7 @@ fn read_partitions(
                     continue;
                 }
                 state.next = Some(message.offset() + 1);
-                state.items.push(BulkItem::from_message(&message));
+                state.items.push(Incoming::from_message(&message));
                 if message.offset() + 1 >= end {
                     finish(state, &mut open);
                 }

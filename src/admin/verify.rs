@@ -522,8 +522,10 @@ async fn read_projection(
         );
     }
     let lines: Vec<(Uuid, String, i32, i64)> = sqlx::query_as(&format!(
-        "SELECT order_id, product_id, quantity, unit_price_minor FROM {s}.order_view_line \
-         ORDER BY order_id, line_no"
+        "SELECT v.order_id, e.line ->> 'product_id', (e.line ->> 'quantity')::int4, \
+                (e.line ->> 'unit_price_minor')::int8 \
+         FROM {s}.order_view v, jsonb_array_elements(v.lines) WITH ORDINALITY AS e(line, n) \
+         ORDER BY v.order_id, e.n"
     ))
     .fetch_all(&mut *tx)
     .await?;

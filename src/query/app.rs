@@ -22,6 +22,7 @@ use crate::{
     proto::order_queries_server::OrderQueriesServer,
     query::{
         QueryError,
+        cache::ReadCache,
         generation::{Generations, LiveProjection},
         grpc::QueryService,
         projector::{FreezeSwitch, Projector, ProjectorMetrics},
@@ -124,6 +125,8 @@ pub struct Application {
     freeze: Option<FreezeSwitch>,
     watch: ProjectionWatch,
     probe: DependencyProbe,
+    cache: ReadCache,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -131,9 +134,12 @@ impl Application {
     /// generation (`read_model`, generation 1, in a new database), binds the
     /// listener and, unless disabled, joins the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
+        // No ping before each acquire: a broken connection fails its query,
+        // and the ping would double the round trips of a read.
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
             .connect(&settings.database_url)
             .await?;
         let generations = Generations::new(pool.clone());
@@ -141,6 +147,7 @@ impl Application {
         tracing::info!(generation = live.generation, schema = %live.schema, "live projection generation");
         ReadModel::new(pool, &live.schema)?.migrate().await?;
         let live = LiveProjection::load(generations).await?;
+        let watch = ProjectionWatch::default();
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let port = listener.local_addr()?.port();
         let projector = if settings.projector {
@@ -162,21 +169,35 @@ impl Application {
             let write_pool = PgPoolOptions::new()
                 .max_connections(PROJECTOR_CONNECTIONS)
                 .acquire_timeout(Duration::from_secs(5))
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
-            Some(Projector::following(&settings, live.clone())?.with_write_pool(write_pool))
+            Some(
+                Projector::following(&settings, live.clone())?
+                    .with_write_pool(write_pool)
+                    .announcing_to(watch.clone()),
+            )
         } else {
             None
         };
         let metrics = projector.as_ref().map(Projector::metrics);
         let freeze = projector.as_ref().map(Projector::freeze_switch);
+        let cache = projector
+            .as_ref()
+            .map_or_else(|| ReadCache::new(0), Projector::read_cache);
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
             port,
             projector,
             metrics,
             freeze,
-            watch: ProjectionWatch::default(),
+            cache,
+            metrics_listener,
+            watch,
             probe: DependencyProbe::new(&settings, live.clone())?,
             settings,
             live,
@@ -232,6 +253,9 @@ impl Application {
             projector,
             watch,
             probe,
+            cache,
+            metrics,
+            metrics_listener,
             ..
         } = self;
         let stop = CancellationToken::new();
@@ -244,6 +268,18 @@ impl Application {
         );
         if let Some(projector) = projector {
             tasks.spawn("projector", projector.run(stop.clone()));
+        }
+        if let Some(listener) = metrics_listener {
+            let render_cache = cache.clone();
+            let render: crate::metrics::Render = Arc::new(move || {
+                let mut text = metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+                text.push_str(&render_cache.render());
+                text
+            });
+            tasks.spawn(
+                "metrics",
+                crate::metrics::serve(listener, render, stop.clone()),
+            );
         }
         let failed = tasks.failed();
         let supervised = tokio::spawn(tasks.watch());
@@ -261,7 +297,8 @@ impl Application {
             Duration::from_millis(settings.max_wait_ms),
             settings.server.request_timeout(),
             stop.clone(),
-        );
+        )
+        .with_cache(cache);
         let routes =
             server::standard_routes(health_service).add_service(OrderQueriesServer::new(service));
         tracing::info!(port, projector = settings.projector, "order-query serving");

@@ -19,8 +19,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row, postgres::PgRow};
 use tokio::sync::watch;
 
+pub use crate::query::control::{GenerationState, WriteCondition};
 use crate::query::{
     QueryError,
+    control::MIGRATE_LOCK,
     read_model::{DEFAULT_SCHEMA, ReadModel},
 };
 
@@ -30,61 +32,8 @@ pub const GENERATION_CHANNEL: &str = "projection_generation";
 /// Migrations of the control table, applied in schema `public`.
 static CONTROL_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/read/control");
 
-/// Advisory lock serialising every migration of the read database.
-pub(crate) const MIGRATE_LOCK: &str =
-    "SELECT pg_advisory_lock(hashtext('orders.read_model.migrate'))";
-
 const COLUMNS: &str = "generation, schema_name, state, source, consumer_group, created_at, \
                        switched_at, retired_at, dropped_at, note";
-
-/// Where a generation is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GenerationState {
-    /// Being filled by a rebuild; not read.
-    Building,
-    /// Read and written by the query servers.
-    Live,
-    /// Replaced by a newer generation; kept until dropped.
-    Retired,
-    /// Failed its verification or was abandoned; never read.
-    Failed,
-}
-
-impl GenerationState {
-    /// The name stored in the control table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Building => "building",
-            Self::Live => "live",
-            Self::Retired => "retired",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl fmt::Display for GenerationState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for GenerationState {
-    type Err = QueryError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "building" => Self::Building,
-            "live" => Self::Live,
-            "retired" => Self::Retired,
-            "failed" => Self::Failed,
-            other => {
-                return Err(QueryError::Corrupt(format!(
-                    "unknown generation state {other:?}"
-                )));
-            }
-        })
-    }
-}
 
 /// Where a rebuild reads the history it projects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,19 +125,6 @@ pub fn schema_of(generation: i32) -> String {
         format!("{DEFAULT_SCHEMA}_g{generation}")
     }
 }
-
-/// A projection write's condition: `generation` is still in `state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteCondition {
-    /// The generation written.
-    pub generation: i32,
-    /// The state it must be in.
-    pub state: GenerationState,
-}
-
-/// Statement that share-locks a generation's row for the rest of a write's transaction.
-pub(crate) const LOCK_FOR_WRITE: &str =
-    "SELECT state FROM public.projection_generation WHERE generation = $1 FOR SHARE";
 
 /// The control table of the read database.
 #[derive(Debug, Clone)]

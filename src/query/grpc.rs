@@ -7,7 +7,7 @@
 //! generation's schema vanish under it (dropped after a switch this process
 //! had not yet heard of), the request is retried once on the live one.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::time::Instant;
@@ -21,6 +21,7 @@ use crate::{
     proto::{self, order_queries_server::OrderQueries},
     query::{
         QueryError,
+        cache::ReadCache,
         generation::LiveProjection,
         page_token::{self, ListFilter, OrdersCursor},
         read_model::{OrderView, ReadModel, status_name},
@@ -42,6 +43,7 @@ pub struct QueryService {
     max_wait: Duration,
     request_timeout: Duration,
     stopping: CancellationToken,
+    cache: ReadCache,
 }
 
 impl QueryService {
@@ -63,7 +65,29 @@ impl QueryService {
             max_wait,
             request_timeout,
             stopping,
+            cache: ReadCache::new(0),
         }
+    }
+
+    /// Answers `GetOrder` from `cache` where it holds the order (see `cache`).
+    pub fn with_cache(mut self, cache: ReadCache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The order from the cache, else from `read_model`, with the projection's freshness.
+    async fn read_order(
+        &self,
+        read_model: &ReadModel,
+        order_id: Uuid,
+    ) -> Result<Option<(Arc<OrderView>, Option<DateTime<Utc>>)>, QueryError> {
+        if let Some(hit) = self.cache.get(self.live.generation(), &order_id) {
+            return Ok(Some((hit.view, hit.projected_at)));
+        }
+        Ok(read_model
+            .get_order_fresh(order_id)
+            .await?
+            .map(|(view, at)| (Arc::new(view), at)))
     }
 
     /// Runs `read` on the live generation; if its schema vanished meanwhile,
@@ -90,17 +114,13 @@ impl QueryService {
         deadline: Instant,
     ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
         let order_id = parse_order_id(&request.order_id)?;
-        let (view, read_model) = match request.min_version.filter(|&v| v > 0) {
-            None => (
-                read_model
-                    .get_order(order_id)
-                    .await?
-                    .ok_or(QueryError::NotFound(order_id))?,
-                read_model,
-            ),
+        let (view, projected_at) = match request.min_version.filter(|&v| v > 0) {
+            None => self
+                .read_order(&read_model, order_id)
+                .await?
+                .ok_or(QueryError::NotFound(order_id))?,
             Some(wanted) => self.wait_for(order_id, wanted, deadline).await?,
         };
-        let projected_at = read_model.projected_at().await?;
         let version = view.order.version;
         Ok(respond(
             proto::GetOrderResponse {
@@ -112,22 +132,23 @@ impl QueryService {
         ))
     }
 
-    /// Reads the order until it reaches `wanted`, sleeping between NOTIFYs, until
-    /// `deadline`; each read is of the generation live at that moment, which is returned.
+    /// Reads the order until it reaches `wanted`, sleeping between wake-ups
+    /// (this process's commits and NOTIFYs), until `deadline`; each read is of
+    /// the generation live at that moment.
     async fn wait_for(
         &self,
         order_id: Uuid,
         wanted: u64,
         deadline: Instant,
-    ) -> Result<(OrderView, ReadModel), QueryError> {
+    ) -> Result<(Arc<OrderView>, Option<DateTime<Utc>>), QueryError> {
         // Subscribe before reading: a commit after the read still wakes us.
         let mut subscription = self.watch.subscribe(order_id);
         loop {
             let read_model = self.live.read_model();
-            let view = read_model.get_order(order_id).await?;
-            let projected = view.as_ref().map_or(0, |v| v.order.version);
-            if let Some(view) = view.filter(|v| v.order.version >= wanted) {
-                return Ok((view, read_model));
+            let read = self.read_order(&read_model, order_id).await?;
+            let projected = read.as_ref().map_or(0, |(v, _)| v.order.version);
+            if let Some(read) = read.filter(|(v, _)| v.order.version >= wanted) {
+                return Ok(read);
             }
             if Instant::now() >= deadline || self.stopping.is_cancelled() {
                 return Err(QueryError::NotYetProjected {

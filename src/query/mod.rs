@@ -1,20 +1,27 @@
-//! The query side: `order-query` projects the events topic into read-optimised
-//! PostgreSQL tables and answers `orders.v1.OrderQueries` from them.
+//! The query side: `order-query` projects the events topic into
+//! read-optimised PostgreSQL tables and answers `orders.v1.OrderQueries` from
+//! them.
 //!
 //! - `app`: start-up (`Application::build` / `run_until_stopped`).
 //! - `grpc`: the edge; parses requests, maps results and errors to gRPC.
-//! - `projector`: Kafka → tables, one transaction per batch with the positions.
-//! - `liveness`: tells a projector consumer that librdkafka has wedged.
-//! - `bulk`: a rebuild's chunks of events folded in memory and written with `COPY`.
-//! - `read_model`: every SQL statement of the read database, in one schema.
+//! - `projector`: Kafka → tables, one statement per batch with the positions;
+//!   its consumer (`projector::consumer`) and metrics (`projector::metrics`).
+//! - `apply`: the one apply path (decode, fold, write) of the projector, the
+//!   rebuild and dead-letter replays, with the states kept between batches.
+//! - `read_model`: the tables of one generation, one module per table.
+//! - `control`: the generation states and the condition every write checks.
 //! - `generation`: the generations of the projection and the live one; a
 //!   rebuild fills a new generation beside the live one and switches atomically.
+//! - `cache`: recently projected orders served without a database round trip.
+//! - `liveness`: tells a projector consumer that librdkafka has wedged.
 //! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters.
 //! - `watchdog`: tells a stalled projection (lag, positions standing still) for health.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 
 pub mod app;
-pub mod bulk;
+pub mod apply;
+pub mod cache;
+pub mod control;
 pub mod error;
 pub mod generation;
 pub mod grpc;

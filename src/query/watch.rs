@@ -99,6 +99,19 @@ impl ProjectionWatch {
         }
     }
 
+    /// Wakes the waiters of these orders (a commit of this process's projector).
+    pub fn announce_versions(&self, versions: &[(Uuid, u64)]) {
+        let waiting = self.waiting.lock().expect("watch lock");
+        if waiting.is_empty() {
+            return;
+        }
+        for (order_id, version) in versions {
+            if let Some(sender) = waiting.get(order_id) {
+                sender.send_modify(|v| *v = (*v).max(*version));
+            }
+        }
+    }
+
     /// Wakes every waiter so that it re-reads (announcements may have been lost).
     pub fn wake_all(&self) {
         for sender in self.waiting.lock().expect("watch lock").values() {

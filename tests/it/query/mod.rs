@@ -152,12 +152,11 @@ impl Stack {
         .await;
     }
 
-    /// A full, ordered dump of the projection tables (views, lines, history).
+    /// A full, ordered dump of the projection tables (views with their lines, history).
     pub async fn dump(&self) -> Vec<String> {
         let mut rows = vec![];
         for (table, order) in [
             ("order_view", "order_id"),
-            ("order_view_line", "order_id, line_no"),
             ("order_history", "order_id, version"),
         ] {
             let sql = format!(

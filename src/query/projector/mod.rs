@@ -31,39 +31,45 @@
 //! serves events read from the event store (`apply_stored`) and dead letters
 //! replayed by an operator (`replay_dead_letter`).
 
+mod consumer;
+mod metrics;
+
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use futures::FutureExt;
 use rdkafka::{
-    ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
-    consumer::{
-        BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
-    },
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer, StreamConsumer},
     error::KafkaError,
     message::OwnedMessage,
-    types::RDKafkaRespErr,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+pub use consumer::{FreezeSwitch, ProjectorContext};
+pub use metrics::ProjectorMetrics;
+
+pub use crate::query::apply::BatchSummary;
 use crate::{
     config::QuerySettings,
     kafka,
     query::{
         QueryError,
-        bulk::{self, BulkItem, Fold, decode_message},
+        apply::{self, Incoming, Mode, OrderStates, Outcome, Timings},
+        cache::{self, ReadCache},
         generation::{GenerationState, LiveProjection, WriteCondition},
         liveness::Liveness,
-        read_model::{EventOrigin, OrderView, ProjectionTx, ReadModel},
+        read_model::ReadModel,
+        watch::ProjectionWatch,
     },
 };
+use consumer::{Rebalances, Start, StartOffsets, consumer_config, partitions_of};
+use metrics::Phase;
 
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 1_000;
@@ -76,49 +82,8 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection's requests in order, and an offset commit after every batch
 /// queues the consumer's heartbeats behind it on a saturated machine.
 const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Counters of the projector's work since start (`projector_*_total`).
-#[derive(Debug, Default)]
-pub struct ProjectorMetrics {
-    /// Batches committed (`projector_batches_total`).
-    pub batches_total: AtomicU64,
-    /// Events applied to the projection (`projector_events_applied_total`).
-    pub events_applied_total: AtomicU64,
-    /// Redelivered messages and events skipped (`projector_duplicates_total`).
-    pub duplicates_total: AtomicU64,
-    /// Events parked behind a missing version (`projector_gaps_total`).
-    pub gaps_total: AtomicU64,
-    /// Messages parked in `dead_letter` (`projector_dead_letters_total`).
-    pub dead_letters_total: AtomicU64,
-    /// Batches rolled back because another owner had moved a position (`projector_fenced_total`).
-    pub fenced_total: AtomicU64,
-}
-
-impl ProjectorMetrics {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The counters in Prometheus text format.
-    pub fn render(&self) -> String {
-        [
-            ("projector_batches_total", &self.batches_total),
-            ("projector_events_applied_total", &self.events_applied_total),
-            ("projector_duplicates_total", &self.duplicates_total),
-            ("projector_gaps_total", &self.gaps_total),
-            ("projector_dead_letters_total", &self.dead_letters_total),
-            ("projector_fenced_total", &self.fenced_total),
-        ]
-        .iter()
-        .map(|(name, value)| {
-            format!(
-                "# TYPE {name} counter\n{name} {}\n",
-                value.load(Ordering::Relaxed)
-            )
-        })
-        .collect()
-    }
-}
+/// Orders whose state the projector keeps between batches (about 300 bytes each).
+const KEPT_STATES: usize = 16_384;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,184 +106,6 @@ pub enum StepOutcome {
     },
 }
 
-/// Counts of one committed batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchSummary {
-    /// Messages consumed.
-    pub messages: usize,
-    /// Events applied.
-    pub applied: u64,
-    /// Messages below the stored position and events at or below the order's version.
-    pub duplicates: u64,
-    /// Events parked behind a gap.
-    pub parked: u64,
-    /// Messages dead-lettered.
-    pub dead_lettered: u64,
-    /// Messages of partitions not (yet) positioned; consumed again after the seek.
-    pub deferred: u64,
-}
-
-/// Where a newly assigned partition starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
-    /// At this stored next offset (`None`: nothing stored, from the beginning).
-    Stored(Option<i64>),
-    /// No position was known when it was assigned: the projector seeks it.
-    Unknown,
-}
-
-/// The stored positions of the generation the projector writes, as last
-/// loaded or committed (`None` until loaded): where assigned partitions start.
-type StartOffsets = Arc<Mutex<Option<HashMap<i32, i64>>>>;
-
-/// Partitions assigned and revoked since the projector last looked.
-#[derive(Debug, Default)]
-struct Rebalances {
-    assigned: HashMap<i32, Start>,
-    revoked: HashSet<i32>,
-}
-
-/// Assigns partitions at their stored positions and records rebalances for
-/// the projector.
-pub struct ProjectorContext {
-    topic: String,
-    rebalances: Arc<Mutex<Rebalances>>,
-    starts: StartOffsets,
-}
-
-/// The partitions of `topic` in `list`.
-fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
-    list.elements_for_topic(topic)
-        .iter()
-        .map(|e| e.partition())
-        .collect()
-}
-
-impl ProjectorContext {
-    /// A consumer of `config` whose rebalances start partitions at `starts`
-    /// and are recorded in `rebalances`.
-    fn consumer(
-        config: &ClientConfig,
-        topic: &str,
-        rebalances: &Arc<Mutex<Rebalances>>,
-        starts: &StartOffsets,
-    ) -> Result<StreamConsumer<Self>, KafkaError> {
-        config.create_with_context(Self {
-            topic: topic.to_owned(),
-            rebalances: rebalances.clone(),
-            starts: starts.clone(),
-        })
-    }
-
-    /// Sets each partition of `list` to start at its known stored position;
-    /// returns where each starts.
-    fn set_starts(&self, list: &mut TopicPartitionList) -> Vec<(i32, Start)> {
-        let starts = self.starts.lock().expect("start offsets lock");
-        partitions_of(list, &self.topic)
-            .into_iter()
-            .map(|partition| {
-                let start = match starts.as_ref() {
-                    Some(known) => Start::Stored(known.get(&partition).copied()),
-                    None => Start::Unknown,
-                };
-                let offset = match start {
-                    Start::Stored(Some(next)) => Some(Offset::Offset(next)),
-                    Start::Stored(None) => Some(Offset::Beginning),
-                    Start::Unknown => None,
-                };
-                if let Some(offset) = offset
-                    && let Err(error) = list.set_partition_offset(&self.topic, partition, offset)
-                {
-                    tracing::warn!(partition, %error, "cannot set a start offset");
-                    return (partition, Start::Unknown);
-                }
-                (partition, start)
-            })
-            .collect()
-    }
-}
-
-impl ClientContext for ProjectorContext {}
-
-impl ConsumerContext for ProjectorContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        list: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let starts = self.set_starts(list);
-                let assigned = if cooperative {
-                    consumer.incremental_assign(list)
-                } else {
-                    consumer.assign(list)
-                };
-                if let Err(error) = assigned {
-                    // librdkafka retries the rebalance; nothing was assigned.
-                    tracing::error!(%error, "assigning partitions failed");
-                    return;
-                }
-                tracing::info!(partitions = ?starts, "partitions assigned");
-                let mut changes = self.rebalances.lock().expect("rebalance lock");
-                for (partition, start) in starts {
-                    changes.revoked.remove(&partition);
-                    changes.assigned.insert(partition, start);
-                }
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let lost = consumer.assignment_lost();
-                let revoked = if cooperative {
-                    consumer.incremental_unassign(list)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(error) = revoked {
-                    tracing::warn!(%error, "unassigning partitions failed");
-                }
-                let partitions = partitions_of(list, &self.topic);
-                tracing::info!(?partitions, lost, "partitions revoked");
-                let mut changes = self.rebalances.lock().expect("rebalance lock");
-                for partition in partitions {
-                    changes.assigned.remove(&partition);
-                    changes.revoked.insert(partition);
-                }
-            }
-            other => {
-                tracing::warn!(error = ?other, "rebalance failed");
-                // As librdkafka documents: on an error, drop the assignment.
-                let _ = consumer.unassign();
-            }
-        }
-    }
-}
-
-/// Freezes a projector's `run` loop while on: it neither polls nor applies
-/// (a test hook for the stall watchdog).
-#[derive(Debug, Clone, Default)]
-pub struct FreezeSwitch {
-    requested: Arc<AtomicBool>,
-    /// Set by the loop once it has stopped stepping.
-    held: Arc<AtomicBool>,
-}
-
-impl FreezeSwitch {
-    /// Freezes (`true`) or thaws (`false`) the projector.
-    pub fn set(&self, frozen: bool) {
-        self.requested.store(frozen, Ordering::Relaxed);
-    }
-
-    /// Whether the projector's loop is frozen now (it finished its last step).
-    pub fn is_frozen(&self) -> bool {
-        self.held.load(Ordering::Relaxed)
-    }
-}
-
 /// Which generation a projector writes.
 enum Target {
     /// The given read model, whatever the control table says (tests, tools).
@@ -327,57 +114,6 @@ enum Target {
     Live(LiveProjection),
     /// A generation while it is being built; its writes stop once it is not.
     Building(i32),
-}
-
-/// The projector's consumer configuration.
-fn consumer_config(settings: &QuerySettings) -> ClientConfig {
-    let consumer = &settings.consumer;
-    let mut config = kafka::base_config(&settings.kafka);
-    config
-        .set("group.id", &settings.consumer_group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        // Incremental rebalances: a member joining or leaving moves only the
-        // partitions that change owner; the others keep being consumed.
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set(
-            "session.timeout.ms",
-            consumer.session_timeout_ms.to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            consumer.heartbeat_interval_ms.to_string(),
-        )
-        // Also the rebalance timeout: after a broker restart this process may
-        // rejoin as a new member while the coordinator still waits for its old
-        // membership; the join completes at the latest after this long
-        // (librdkafka's default is 300 s).
-        .set(
-            "max.poll.interval.ms",
-            consumer.max_poll_interval_ms.to_string(),
-        )
-        .set(
-            "queued.max.messages.kbytes",
-            consumer.queued_max_kbytes.to_string(),
-        )
-        // When that queue is full, fetch again soon after it drains rather
-        // than after librdkafka's default second.
-        .set("fetch.queue.backoff.ms", "50");
-    if !consumer.debug.is_empty() {
-        config.set("debug", &consumer.debug);
-    }
-    config
-}
-
-/// What became of a batch's transaction.
-enum Written {
-    Committed,
-    /// Another owner had moved a position; rolled back.
-    Fenced,
-    /// The generation is no longer in the state the projector writes it in; rolled back.
-    Closed,
 }
 
 /// Projects the events topic into the read model, one batch per `step`.
@@ -407,6 +143,15 @@ pub struct Projector {
     /// The consumer's configuration, for a replacement.
     config: ClientConfig,
     liveness: Liveness,
+    /// The states of recently written orders, so batches need no load for them.
+    states: OrderStates,
+    /// Committed views of the owned partitions' orders, for readers.
+    cache: ReadCache,
+    /// How long the cache may answer after a step: half the session timeout,
+    /// so it stops before another member can own this process's partitions.
+    lease: Duration,
+    /// Read-your-writes waiters of this process, woken at each commit.
+    announce: Option<ProjectionWatch>,
 }
 
 impl Projector {
@@ -460,7 +205,8 @@ impl Projector {
         let rebalances = Arc::new(Mutex::new(Rebalances::default()));
         let starts = StartOffsets::default();
         let config = consumer_config(settings);
-        let consumer = ProjectorContext::consumer(&config, &topic, &rebalances, &starts)?;
+        let cache = ReadCache::new(cache::DEFAULT_CAPACITY);
+        let consumer = ProjectorContext::consumer(&config, &topic, &rebalances, &starts, &cache)?;
         Ok(Self {
             liveness: Liveness::new(kafka::base_config(&settings.kafka), topic.clone()),
             config,
@@ -478,7 +224,22 @@ impl Projector {
             metrics: Arc::default(),
             offsets_committed: Instant::now(),
             frozen: FreezeSwitch::default(),
+            states: OrderStates::new(KEPT_STATES),
+            cache,
+            lease: Duration::from_millis(u64::from(settings.consumer.session_timeout_ms) / 2),
+            announce: None,
         })
+    }
+
+    /// The read cache this projector fills (share it with the readers).
+    pub fn read_cache(&self) -> ReadCache {
+        self.cache.clone()
+    }
+
+    /// Wakes `watch`'s waiters at each commit, without waiting for the NOTIFY.
+    pub fn announcing_to(mut self, watch: ProjectionWatch) -> Self {
+        self.announce = Some(watch);
+        self
     }
 
     /// A switch that freezes `run` while it is on (tests of the stall watchdog).
@@ -534,7 +295,10 @@ impl Projector {
             }
             self.frozen.held.store(false, Ordering::Relaxed);
             match self.step_until(&stop).await {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => {
+                    self.cache.renew(self.lease);
+                    backoff = Duration::from_millis(100);
+                }
                 Err(error) => {
                     tracing::error!(%error, "projector step failed; retrying");
                     tokio::select! {
@@ -600,6 +364,7 @@ impl Projector {
         }
         self.note_rebalances();
         self.position_partitions().await?;
+        let polling = Instant::now();
         let batch = self.poll(stop).await?;
         if batch.is_empty() {
             if self.liveness.is_wedged(&self.consumer).await {
@@ -609,6 +374,7 @@ impl Projector {
         }
         // A rebalance served during the poll makes its partitions' messages stale.
         self.note_rebalances();
+        self.metrics.phase(Phase::Fetch, polling.elapsed());
         self.apply(batch).await
     }
 
@@ -619,14 +385,21 @@ impl Projector {
             "the consumer has had no broker for a while although the broker answers others; \
              replacing it"
         );
-        let consumer =
-            ProjectorContext::consumer(&self.config, &self.topic, &self.rebalances, &self.starts)?;
+        let consumer = ProjectorContext::consumer(
+            &self.config,
+            &self.topic,
+            &self.rebalances,
+            &self.starts,
+            &self.cache,
+        )?;
         let wedged = std::mem::replace(&mut self.consumer, Arc::new(consumer));
         // Closing it may wait for the group it cannot reach: off the runtime.
         tokio::task::spawn_blocking(move || drop(wedged));
         *self.rebalances.lock().expect("rebalance lock") = Rebalances::default();
         self.positions.clear();
         self.unpositioned.clear();
+        self.states.clear();
+        self.cache.clear();
         self.subscribed = false;
         self.liveness.reset();
         Ok(())
@@ -634,6 +407,10 @@ impl Projector {
 
     fn note_rebalances(&mut self) {
         let mut changes = self.rebalances.lock().expect("rebalance lock");
+        if !changes.revoked.is_empty() {
+            // Another owner may write those partitions' orders from now on.
+            self.states.clear();
+        }
         for partition in changes.revoked.drain() {
             self.positions.remove(&partition);
             self.unpositioned.remove(&partition);
@@ -680,6 +457,8 @@ impl Projector {
 
     /// Forgets what the projector knew of `partitions`; they are sought again.
     fn rewind(&mut self, partitions: impl IntoIterator<Item = i32>) {
+        self.states.clear();
+        self.cache.clear();
         for partition in partitions {
             self.positions.remove(&partition);
             self.unpositioned.insert(partition);
@@ -788,7 +567,9 @@ impl Projector {
         };
         // Per partition: (position the batch starts from, next offset after it).
         let mut advances: BTreeMap<i32, (Option<i64>, i64)> = BTreeMap::new();
+        let decoding = Instant::now();
         let mut items = Vec::with_capacity(batch.len());
+        let mut lags = Vec::with_capacity(batch.len());
         for message in batch {
             let partition = message.partition();
             let Some(&stored) = self.positions.get(&partition) else {
@@ -821,20 +602,77 @@ impl Projector {
                 continue;
             }
             advances.entry(partition).or_insert((stored, 0)).1 = message.offset() + 1;
-            items.push(BulkItem::from_message(&message));
+            let item = Incoming::from_message(&message);
+            if let Incoming::Event { meta, .. } = &item {
+                lags.push((
+                    meta.occurred_at.timestamp_millis(),
+                    message.timestamp().to_millis(),
+                ));
+            }
+            items.push(item);
         }
+        self.metrics.phase(Phase::Decode, decoding.elapsed());
         if advances.is_empty() {
             ProjectorMetrics::add(&self.metrics.duplicates_total, summary.duplicates);
             return Ok(StepOutcome::Applied(summary));
         }
         let partitions: Vec<i32> = advances.keys().copied().collect();
-        match self.write(&advances, items, &mut summary).await {
-            Ok(Written::Committed) => {}
-            Ok(Written::Closed) => {
+        let target = apply::Target {
+            read_model: &self.read_model,
+            condition: self.condition,
+            topic: &self.topic,
+            mode: Mode::Live,
+            gaps_before: Some(self.metrics.gaps_total.load(Ordering::Relaxed)),
+        };
+        let mut timings = Timings::default();
+        let begun: HashMap<Uuid, i32> = items
+            .iter()
+            .filter_map(|item| match item {
+                Incoming::Event { meta, origin, .. } => {
+                    Some((meta.order_id.as_uuid(), origin.partition().unwrap_or(-1)))
+                }
+                Incoming::Dead(_) => None,
+            })
+            .collect();
+        self.cache.begin(&begun);
+        let applied = apply::apply(
+            &target,
+            Some(&advances),
+            &items,
+            &mut self.states,
+            &mut timings,
+        )
+        .await;
+        self.metrics.phase(Phase::Load, timings.load);
+        self.metrics.phase(Phase::Write, timings.write);
+        self.metrics.phase(Phase::Commit, timings.commit);
+        match applied {
+            Ok(Outcome::Committed {
+                counts,
+                orders,
+                changed,
+            }) => {
+                summary.add(counts);
+                summary.orders = orders;
+                let notifying = Instant::now();
+                let versions: Vec<(Uuid, u64)> = changed
+                    .iter()
+                    .map(|view| (view.order_id, view.order.version))
+                    .collect();
+                let generation = self.condition.map_or(0, |c| c.generation);
+                self.cache
+                    .committed(generation, &begun, changed, chrono::Utc::now());
+                if let Some(watch) = &self.announce {
+                    watch.announce_versions(&versions);
+                }
+                self.metrics.phase(Phase::Notify, notifying.elapsed());
+            }
+            Ok(Outcome::Closed) => {
+                self.cache.abandon(&begun);
                 self.rewind(partitions);
                 return self.generation_closed().await;
             }
-            Ok(Written::Fenced) => {
+            Ok(Outcome::Fenced) => {
                 ProjectorMetrics::add(&self.metrics.fenced_total, 1);
                 tracing::warn!(
                     ?partitions,
@@ -844,6 +682,7 @@ impl Projector {
                 return Ok(StepOutcome::Rewound { partitions });
             }
             Err(error) => {
+                self.cache.abandon(&begun);
                 self.rewind(partitions);
                 return Err(error);
             }
@@ -857,6 +696,7 @@ impl Projector {
             self.positions.insert(partition, Some(next));
         }
         let m = &self.metrics;
+        m.committed(items.len(), &lags, chrono::Utc::now().timestamp_millis());
         ProjectorMetrics::add(&m.batches_total, 1);
         ProjectorMetrics::add(&m.events_applied_total, summary.applied);
         ProjectorMetrics::add(&m.duplicates_total, summary.duplicates);
@@ -903,185 +743,6 @@ impl Projector {
             Target::Fixed => unreachable!("a fixed target has no write condition"),
         }
     }
-
-    /// The batch's transaction, rolled back when a position fence or the
-    /// generation's state says another writer owns the work.
-    async fn write(
-        &self,
-        advances: &BTreeMap<i32, (Option<i64>, i64)>,
-        items: Vec<BulkItem>,
-        summary: &mut BatchSummary,
-    ) -> Result<Written, QueryError> {
-        let topic = self.topic.as_str();
-        let mut tx = self.read_model.begin().await?;
-        // The generation first: a switch waits for this batch, or this batch for the switch.
-        if let Some(condition) = self.condition
-            && !tx.holds(condition).await?
-        {
-            tx.rollback().await?;
-            return Ok(Written::Closed);
-        }
-        // Partitions in ascending order, so that two owners never deadlock.
-        for (&partition, &(expected, next)) in advances {
-            if !tx
-                .advance_position(topic, partition, expected, next)
-                .await?
-            {
-                tx.rollback().await?;
-                return Ok(Written::Fenced);
-            }
-        }
-        let gaps_before = self.metrics.gaps_total.load(Ordering::Relaxed);
-        apply_items(&mut tx, topic, items, summary, gaps_before).await?;
-        tx.commit().await?;
-        Ok(Written::Committed)
-    }
-}
-
-/// Applies decoded items in `tx`: duplicates skipped, the next version applied
-/// (with any parked successors), later versions parked, dead letters stored.
-async fn apply_items(
-    tx: &mut ProjectionTx,
-    topic: &str,
-    items: Vec<BulkItem>,
-    summary: &mut BatchSummary,
-    gaps_before: u64,
-) -> Result<(), QueryError> {
-    let order_ids = bulk::order_ids(&items);
-    let views = tx.load_orders(&order_ids).await?;
-    let parked = tx.load_parked(&order_ids).await?;
-    let mut fold = Fold::new(&order_ids, views, parked, Some(gaps_before));
-    for item in items {
-        fold.apply(item)?;
-    }
-    let counts = fold.counts;
-    summary.applied += counts.applied;
-    summary.duplicates += counts.duplicates;
-    summary.parked += counts.parked;
-    summary.dead_lettered += counts.dead_lettered;
-
-    for letter in &fold.dead {
-        tx.dead_letter(topic, letter).await?;
-    }
-    for parked in fold.newly_parked() {
-        tx.park(topic, parked).await?;
-    }
-    let mut changed: Vec<(&OrderView, u64)> = vec![];
-    let mut announce = vec![];
-    for progress in fold.orders.values() {
-        if progress.dirty
-            && let Some(view) = &progress.view
-        {
-            announce.push((view.order_id, view.order.version));
-            changed.push((view, progress.loaded_version));
-        }
-    }
-    tx.save_orders(&changed).await?;
-    tx.append_history(topic, &fold.history).await?;
-    tx.unpark(&fold.unparked).await?;
-    if counts.applied > 0 {
-        tx.touch_meta(counts.applied).await?;
-    }
-    tx.notify(&announce).await?;
-    Ok(())
-}
-
-/// One event read from the event store, by position.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// Its position in the store.
-    pub position: i64,
-    /// The encoded `OrderEvent`, exactly as stored (and published).
-    pub payload: Vec<u8>,
-}
-
-/// Applies events read from the event store, in position order, to
-/// `read_model` in one transaction, through the same path as a batch from
-/// Kafka; the partitions' positions are not moved. With a `condition`, nothing
-/// is written unless the generation is in the expected state.
-pub async fn apply_stored(
-    read_model: &ReadModel,
-    condition: Option<WriteCondition>,
-    events: Vec<StoredEvent>,
-) -> Result<BatchSummary, QueryError> {
-    let mut summary = BatchSummary {
-        messages: events.len(),
-        ..BatchSummary::default()
-    };
-    let items = events
-        .into_iter()
-        .map(|stored| BulkItem::from_store(stored.position, stored.payload))
-        .collect::<Result<Vec<_>, QueryError>>()?;
-    let mut tx = read_model.begin().await?;
-    if let Some(condition) = condition
-        && !tx.holds(condition).await?
-    {
-        tx.rollback().await?;
-        return Err(QueryError::GenerationClosed(condition.generation));
-    }
-    // The topic is only recorded for events consumed from Kafka.
-    apply_items(&mut tx, "", items, &mut summary, 0).await?;
-    tx.commit().await?;
-    Ok(summary)
-}
-
-/// What replaying one dead letter did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Replayed {
-    /// It went through the apply path (applied, skipped as a duplicate or
-    /// parked behind a gap) and was removed from `dead_letter`.
-    Applied(BatchSummary),
-    /// It still cannot be applied, for this reason; it stays parked.
-    StillFailing(String),
-    /// There is no dead letter with that id.
-    NotFound,
-}
-
-/// Re-runs the dead letter `id` of `read_model` through the decode and apply
-/// path, and removes it in the same transaction when it applies. With a
-/// `condition`, nothing is written unless the generation is in that state.
-pub async fn replay_dead_letter(
-    read_model: &ReadModel,
-    condition: Option<WriteCondition>,
-    id: i64,
-) -> Result<Replayed, QueryError> {
-    let mut tx = read_model.begin().await?;
-    if let Some(condition) = condition
-        && !tx.holds(condition).await?
-    {
-        tx.rollback().await?;
-        return Err(QueryError::GenerationClosed(condition.generation));
-    }
-    let Some(stored) = tx.take_dead_letter(id).await? else {
-        tx.rollback().await?;
-        return Ok(Replayed::NotFound);
-    };
-    let letter = &stored.letter;
-    let (meta, event) = match decode_message(letter.key.as_deref(), letter.value.as_deref()) {
-        Ok(decoded) => decoded,
-        Err(reason) => {
-            tx.rollback().await?;
-            return Ok(Replayed::StillFailing(reason));
-        }
-    };
-    let item = BulkItem::Event {
-        meta,
-        event,
-        payload: letter.value.clone().unwrap_or_default(),
-        origin: EventOrigin::Kafka {
-            partition: letter.partition,
-            offset: letter.offset,
-        },
-    };
-    let mut summary = BatchSummary {
-        messages: 1,
-        ..BatchSummary::default()
-    };
-    apply_items(&mut tx, &stored.topic, vec![item], &mut summary, 0).await?;
-    tx.delete_dead_letter(id).await?;
-    tx.commit().await?;
-    tracing::info!(id, ?summary, "dead letter replayed");
-    Ok(Replayed::Applied(summary))
 }
 
 #[cfg(test)]

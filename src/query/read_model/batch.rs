@@ -1,0 +1,403 @@
+//! Writing one folded batch. `BatchWrite` holds what a batch changes; live
+//! batches go through `apply_batch` (migration 0003) in one call, one round
+//! trip and one implicit transaction; bulk loads write new orders and history
+//! with `COPY` inside a transaction that calls `apply_batch` for the rest.
+
+use std::collections::BTreeMap;
+
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::{
+    ReadModel,
+    copy::CopyRows,
+    history::{self, HistoryRecord},
+    orders::{self, OrderView, lines_json, status_name},
+    parked::{DeadLetter, ParkedEvent},
+    to_i64,
+};
+use crate::query::{QueryError, control::WriteCondition};
+
+/// Longest payload of one NOTIFY; PostgreSQL's limit is 8000 bytes.
+const NOTIFY_PAYLOAD_MAX: usize = 7_000;
+
+/// SQLSTATE `apply_batch` raises when another owner moved a position.
+const FENCED: &str = "OR001";
+/// SQLSTATE `apply_batch` raises when an order is not where the fold started.
+const STALE: &str = "OR002";
+/// PostgreSQL's `unique_violation`: a `COPY` of an order or event already there.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// What one batch changes in a generation.
+#[derive(Debug, Default)]
+pub struct BatchWrite<'a> {
+    /// The generation state the write requires (none: write whatever it is).
+    pub condition: Option<WriteCondition>,
+    /// The topic its events were read from (empty for the event store).
+    pub topic: &'a str,
+    /// Per partition, ascending: the position the batch started from (`None`:
+    /// nothing stored) and the next offset after it.
+    pub advances: Option<&'a BTreeMap<i32, (Option<i64>, i64)>>,
+    /// Changed orders, each with the version the fold started from (0: new).
+    pub orders: Vec<(&'a OrderView, u64)>,
+    /// Orders folded as new without a lookup: none may be projected or parked.
+    pub unseen: Vec<Uuid>,
+    /// Applied events.
+    pub history: &'a [HistoryRecord],
+    /// Events newly parked behind a gap.
+    pub parked: Vec<&'a ParkedEvent>,
+    /// Parked events applied now.
+    pub unparked: &'a [(Uuid, u64)],
+    /// Messages that cannot be applied.
+    pub dead: &'a [DeadLetter],
+    /// Events applied (moves the freshness row when above 0).
+    pub applied: u64,
+    /// Whether to announce the changed orders on the generation's channel.
+    pub notify: bool,
+}
+
+/// What became of a batch's write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Committed.
+    Committed,
+    /// Another owner had moved a partition's position; nothing written.
+    Fenced,
+    /// An order was not at the version the fold started from (or a new one
+    /// existed already); nothing written. Fold again from loaded state.
+    Stale,
+    /// The generation is not in the required state; nothing written.
+    Closed,
+}
+
+/// Maps `apply_batch`'s and `COPY`'s refusals to outcomes; other errors pass.
+fn outcome(result: Result<Applied, QueryError>) -> Result<Applied, QueryError> {
+    match result {
+        Err(QueryError::Database(sqlx::Error::Database(db))) => match db.code().as_deref() {
+            Some(FENCED) => Ok(Applied::Fenced),
+            Some(STALE | UNIQUE_VIOLATION) => Ok(Applied::Stale),
+            _ => Err(QueryError::Database(sqlx::Error::Database(db))),
+        },
+        other => other,
+    }
+}
+
+/// `order_id:version[,…]` payloads of at most `NOTIFY_PAYLOAD_MAX` bytes.
+fn notify_payloads(orders: &[(&OrderView, u64)]) -> Vec<String> {
+    let mut payloads: Vec<String> = vec![];
+    let mut current = String::new();
+    for (view, _) in orders {
+        let pair = format!("{}:{}", view.order_id, view.order.version);
+        if !current.is_empty() && current.len() + 1 + pair.len() > NOTIFY_PAYLOAD_MAX {
+            payloads.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(&pair);
+    }
+    if !current.is_empty() {
+        payloads.push(current);
+    }
+    payloads
+}
+
+/// Parses `order_id:version[,order_id:version…]`, skipping malformed pairs.
+pub fn parse_notification(payload: &str) -> impl Iterator<Item = (Uuid, u64)> + '_ {
+    payload.split(',').filter_map(|pair| {
+        let (id, version) = pair.split_once(':')?;
+        Some((Uuid::parse_str(id).ok()?, version.parse().ok()?))
+    })
+}
+
+/// `SELECT apply_batch(…)` in `schema`.
+pub(super) fn statement(schema: &str) -> String {
+    let params: Vec<String> = [
+        "int4",
+        "text",
+        "text",
+        "int4[]",
+        "int8[]",
+        "int8[]", // condition, fence
+        "uuid[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "int8[]",
+        "int8[]",
+        "timestamptz[]",
+        "timestamptz[]",
+        "text[]",
+        "text[]",
+        "text[]",
+        "int8[]", // orders
+        "uuid[]", // unseen
+        "uuid[]",
+        "int8[]",
+        "uuid[]",
+        "text[]",
+        "bytea[]",
+        "timestamptz[]",
+        "text[]",
+        "text[]",
+        "int4[]",
+        "int8[]",
+        "int8[]", // history
+        "uuid[]",
+        "int8[]",
+        "bytea[]",
+        "int4[]",
+        "int8[]",
+        "int8[]", // parked
+        "uuid[]",
+        "int8[]", // unparked
+        "int4[]",
+        "int8[]",
+        "bytea[]",
+        "bytea[]",
+        "text[]",
+        "text[]", // dead letters
+        "int8",
+        "text",
+        "text[]",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, ty)| format!("${}::{ty}", i + 1))
+    .collect();
+    format!("SELECT {schema}.apply_batch({})", params.join(", "))
+}
+
+/// Runs `apply_batch` for `write` on `executor`; history goes with it unless
+/// `history` is false (a bulk load copies it).
+async fn call<'e>(
+    read_model: &ReadModel,
+    executor: impl PgExecutor<'e>,
+    write: &BatchWrite<'_>,
+    orders: &[(&OrderView, u64)],
+    with_history: bool,
+) -> Result<Applied, QueryError> {
+    let condition = write.condition;
+    let advances = write.advances.into_iter().flatten();
+    let history: &[HistoryRecord] = if with_history { write.history } else { &[] };
+    let o = orders.iter().map(|(view, _)| *view);
+    let h = history.iter();
+    let k = write.parked.iter();
+    let d = write.dead.iter();
+    let state: String = sqlx::query_scalar(&read_model.sql.apply)
+        .bind(condition.map(|c| c.generation))
+        .bind(condition.map(|c| c.state.as_str()))
+        .bind(write.topic)
+        .bind(advances.clone().map(|(p, _)| *p).collect::<Vec<_>>())
+        .bind(advances.clone().map(|(_, a)| a.0).collect::<Vec<_>>())
+        .bind(advances.map(|(_, a)| a.1).collect::<Vec<_>>())
+        .bind(o.clone().map(|v| v.order_id).collect::<Vec<_>>())
+        .bind(
+            o.clone()
+                .map(|v| v.order.customer_id.as_ref().map(|c| c.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            o.clone()
+                .map(|v| status_name(v.order.status))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            o.clone()
+                .map(|v| v.order.currency.as_ref().map(|c| c.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(o.clone().map(|v| v.order.total_minor()).collect::<Vec<_>>())
+        .bind(
+            o.clone()
+                .map(|v| to_i64(v.order.version))
+                .collect::<Vec<_>>(),
+        )
+        .bind(o.clone().map(|v| v.placed_at).collect::<Vec<_>>())
+        .bind(o.clone().map(|v| v.updated_at).collect::<Vec<_>>())
+        .bind(
+            o.clone()
+                .map(|v| v.order.tracking_number.as_ref().map(|t| t.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            o.clone()
+                .map(|v| v.order.cancel_reason.as_ref().map(|r| r.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(o.map(|v| lines_json(&v.order)).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|(_, loaded)| to_i64(*loaded))
+                .collect::<Vec<_>>(),
+        )
+        .bind(&write.unseen)
+        .bind(h.clone().map(|r| r.order_id).collect::<Vec<_>>())
+        .bind(h.clone().map(|r| to_i64(r.version)).collect::<Vec<_>>())
+        .bind(h.clone().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(h.clone().map(|r| r.event_type).collect::<Vec<_>>())
+        .bind(h.clone().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+        .bind(h.clone().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(
+            h.clone()
+                .map(|r| r.correlation_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            h.clone()
+                .map(|r| r.causation_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(h.clone().map(|r| r.origin.partition()).collect::<Vec<_>>())
+        .bind(h.clone().map(|r| r.origin.offset()).collect::<Vec<_>>())
+        .bind(h.map(|r| r.origin.store_position()).collect::<Vec<_>>())
+        .bind(k.clone().map(|p| p.order_id).collect::<Vec<_>>())
+        .bind(k.clone().map(|p| to_i64(p.version)).collect::<Vec<_>>())
+        .bind(k.clone().map(|p| p.payload.as_slice()).collect::<Vec<_>>())
+        .bind(k.clone().map(|p| p.origin.partition()).collect::<Vec<_>>())
+        .bind(k.clone().map(|p| p.origin.offset()).collect::<Vec<_>>())
+        .bind(k.map(|p| p.origin.store_position()).collect::<Vec<_>>())
+        .bind(write.unparked.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(
+            write
+                .unparked
+                .iter()
+                .map(|(_, v)| to_i64(*v))
+                .collect::<Vec<_>>(),
+        )
+        .bind(d.clone().map(|l| l.partition).collect::<Vec<_>>())
+        .bind(d.clone().map(|l| l.offset).collect::<Vec<_>>())
+        .bind(d.clone().map(|l| l.key.as_deref()).collect::<Vec<_>>())
+        .bind(d.clone().map(|l| l.value.as_deref()).collect::<Vec<_>>())
+        .bind(
+            d.clone()
+                .map(|l| l.headers_json.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(d.map(|l| l.error.as_str()).collect::<Vec<_>>())
+        .bind(to_i64(write.applied))
+        .bind(read_model.channel())
+        .bind(if write.notify {
+            notify_payloads(orders)
+        } else {
+            vec![]
+        })
+        .fetch_one(executor)
+        .await?;
+    Ok(match state.as_str() {
+        "committed" => Applied::Committed,
+        _ => Applied::Closed,
+    })
+}
+
+impl ReadModel {
+    /// Applies a live batch in one statement (its own transaction).
+    pub async fn apply(&self, write: &BatchWrite<'_>) -> Result<Applied, QueryError> {
+        outcome(call(self, &self.pool, write, &write.orders, true).await)
+    }
+
+    /// Applies a bulk batch in one transaction: new orders and all history
+    /// with `COPY`, the rest through `apply_batch` (which checks the
+    /// condition and the fence first). No NOTIFY: nobody reads a generation
+    /// while it is being built.
+    pub async fn apply_bulk(&self, write: &BatchWrite<'_>) -> Result<Applied, QueryError> {
+        outcome(self.apply_bulk_inner(write).await)
+    }
+
+    /// Applies the replay of dead letter `id` and removes it, in one
+    /// transaction; `None` when it is no longer there.
+    pub async fn apply_replay(
+        &self,
+        write: &BatchWrite<'_>,
+        id: i64,
+    ) -> Result<Option<Applied>, QueryError> {
+        let mut tx = self.pool.begin().await?;
+        let locked: Option<i64> = sqlx::query_scalar(&self.sql.parked.lock_dead_letter)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+        let applied = outcome(call(self, &mut *tx, write, &write.orders, true).await)?;
+        if applied == Applied::Committed {
+            sqlx::query(&self.sql.parked.delete_dead_letter)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(Some(applied))
+    }
+
+    async fn apply_bulk_inner(&self, write: &BatchWrite<'_>) -> Result<Applied, QueryError> {
+        let (new, moved): (Vec<_>, Vec<_>) =
+            write.orders.iter().partition(|(_, loaded)| *loaded == 0);
+        let mut tx = self.pool.begin().await?;
+        let applied = call(self, &mut *tx, write, &moved, false).await?;
+        if applied != Applied::Committed {
+            tx.rollback().await?;
+            return Ok(applied);
+        }
+        let mut rows = CopyRows::new();
+        for (view, _) in &new {
+            orders::copy_row(&mut rows, view);
+        }
+        copy_in(&mut tx, &self.sql.orders.copy, rows).await?;
+        let mut rows = CopyRows::new();
+        for record in write.history {
+            history::copy_row(&mut rows, write.topic, record);
+        }
+        copy_in(&mut tx, &self.sql.history.copy, rows).await?;
+        tx.commit().await?;
+        Ok(Applied::Committed)
+    }
+}
+
+async fn copy_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    statement: &str,
+    rows: CopyRows,
+) -> Result<(), QueryError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut copy = tx.copy_in_raw(statement).await?;
+    if let Err(error) = copy.send(rows.finish()).await {
+        let _ = copy.abort("send failed").await;
+        return Err(error.into());
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_parse_back_and_skip_garbage() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        let payload = format!("{a}:3,junk,{b}:x,{b}:12");
+        assert_eq!(
+            parse_notification(&payload).collect::<Vec<_>>(),
+            vec![(a, 3), (b, 12)]
+        );
+    }
+
+    #[test]
+    fn the_statement_binds_every_parameter_of_the_function() {
+        let sql = statement("s");
+        let migration = include_str!("../../../migrations/read/0003_batch_apply.up.sql");
+        let declared = migration
+            .split("CREATE FUNCTION apply_batch(")
+            .nth(1)
+            .and_then(|rest| rest.split(") RETURNS").next())
+            .expect("the function is declared");
+        let count = declared.split(',').count();
+        assert!(sql.contains(&format!("${count}::")));
+        assert!(!sql.contains(&format!("${}::", count + 1)));
+    }
+}

@@ -1,0 +1,138 @@
+//! `order_history`: every applied event once per (order, version), as it
+//! arrived, for GetOrderHistory and audit. Its statements and `COPY` rows.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{copy::CopyRows, to_i64};
+
+/// Where an applied or parked event was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOrigin {
+    /// Consumed from a partition of the events topic.
+    Kafka {
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+    },
+    /// Read from the event store by a rebuild `--from-store`.
+    Store {
+        /// Its position in the store.
+        position: i64,
+    },
+}
+
+impl EventOrigin {
+    pub(crate) fn partition(self) -> Option<i32> {
+        match self {
+            Self::Kafka { partition, .. } => Some(partition),
+            Self::Store { .. } => None,
+        }
+    }
+
+    pub(crate) fn offset(self) -> Option<i64> {
+        match self {
+            Self::Kafka { offset, .. } => Some(offset),
+            Self::Store { .. } => None,
+        }
+    }
+
+    pub(crate) fn store_position(self) -> Option<i64> {
+        match self {
+            Self::Kafka { .. } => None,
+            Self::Store { position } => Some(position),
+        }
+    }
+
+    pub(super) fn from_columns(
+        partition: Option<i32>,
+        offset: Option<i64>,
+        position: Option<i64>,
+    ) -> Self {
+        match (partition, offset) {
+            (Some(partition), Some(offset)) => Self::Kafka { partition, offset },
+            _ => Self::Store {
+                position: position.unwrap_or(0),
+            },
+        }
+    }
+}
+
+/// One applied event, for `order_history`.
+#[derive(Debug, Clone)]
+pub struct HistoryRecord {
+    /// The order.
+    pub order_id: Uuid,
+    /// The order's version after the event.
+    pub version: u64,
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its type name, e.g. `OrderPlaced`.
+    pub event_type: &'static str,
+    /// The encoded `OrderEvent` exactly as consumed.
+    pub payload: Vec<u8>,
+    /// When the command was accepted.
+    pub occurred_at: DateTime<Utc>,
+    /// Correlation id from the envelope.
+    pub correlation_id: String,
+    /// Causation id from the envelope.
+    pub causation_id: String,
+    /// Where it was read.
+    pub origin: EventOrigin,
+}
+
+/// The statements on `order_history` of one generation.
+#[derive(Debug)]
+pub(super) struct Sql {
+    pub(super) page: String,
+    pub(super) copy: String,
+}
+
+/// The columns of a `COPY` row, in order.
+const COPY_COLUMNS: [&str; 12] = [
+    "order_id",
+    "version",
+    "event_id",
+    "event_type",
+    "payload",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "store_position",
+];
+
+impl Sql {
+    pub(super) fn new(s: &str) -> Self {
+        Self {
+            page: format!(
+                "SELECT version, payload FROM {s}.order_history \
+                 WHERE order_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+            ),
+            copy: format!(
+                "COPY {s}.order_history ({}) FROM STDIN (FORMAT binary)",
+                COPY_COLUMNS.join(", ")
+            ),
+        }
+    }
+}
+
+/// Appends `record`, read from `topic` when it came from Kafka, as a `COPY` row.
+pub(super) fn copy_row(rows: &mut CopyRows, topic: &str, r: &HistoryRecord) {
+    rows.row(&COPY_COLUMNS);
+    rows.uuid(r.order_id);
+    rows.int8(Some(to_i64(r.version)));
+    rows.uuid(r.event_id);
+    rows.text(Some(r.event_type));
+    rows.bytes(&r.payload);
+    rows.time(r.occurred_at);
+    rows.text(Some(&r.correlation_id));
+    rows.text(Some(&r.causation_id));
+    rows.text(r.origin.offset().map(|_| topic));
+    rows.int4(r.origin.partition());
+    rows.int8(r.origin.offset());
+    rows.int8(r.origin.store_position());
+}
