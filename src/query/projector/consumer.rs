@@ -227,3 +227,31 @@ pub(super) fn consumer_config(settings: &QuerySettings) -> ClientConfig {
     }
     config
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaSettings;
+
+    #[test]
+    fn the_consumer_is_configured_from_the_query_settings() {
+        let mut settings = QuerySettings::new(
+            "postgres://db/read",
+            KafkaSettings::new("127.0.0.1:9092", "orders.events.v1"),
+            "order-query",
+        );
+        settings.consumer.max_poll_interval_ms = 45_000;
+        let config = consumer_config(&settings);
+        assert_eq!(config.get("group.id"), Some("order-query"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(config.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(config.get("heartbeat.interval.ms"), Some("3000"));
+        assert_eq!(
+            config.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(config.get("max.poll.interval.ms"), Some("45000"));
+        assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(config.get("debug"), None);
+    }
+}

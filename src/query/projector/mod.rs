@@ -1,55 +1,58 @@
 //! The projector: consumes the events topic in the `order-query` group and
-//! applies each batch to the read model in one PostgreSQL transaction,
-//! together with the partitions' next offsets. Kafka offsets are committed
-//! only afterwards, now and then, and only as a courtesy (lag monitoring): the
-//! positions in the database are the source of truth. A partition starts at
-//! its stored position from the moment it is assigned: the rebalance callback
-//! hands librdkafka the positions the projector last loaded or committed, so
-//! no message of a new assignment is fetched from anywhere else, and nothing
-//! has to be sought before the fetcher runs. Where that start turns out stale
-//! (another owner moved the position), the batch's fence rolls back and the
-//! partition is sought, off the async runtime, to the stored position.
+//! applies each batch to the read model in one statement (`apply_batch`, its
+//! own transaction), together with the partitions' next offsets. Kafka
+//! offsets are committed only afterwards, now and then, and only as a
+//! courtesy (lag monitoring): the positions in the database are the source of
+//! truth. A partition starts at its stored position from the moment it is
+//! assigned: the rebalance callback (`consumer`) hands librdkafka the
+//! positions the projector last loaded or committed, so no message of a new
+//! assignment is fetched from anywhere else, and nothing has to be sought
+//! before the fetcher runs. Where that start turns out stale (another owner
+//! moved the position), the batch's fence rolls back and the partition is
+//! sought, off the async runtime, to the stored position (`positions`).
 //!
-//! Per event, the order's projected version decides: at or below it, a
-//! duplicate (skipped); one above, applied with `domain::evolve` and followed
-//! by any parked successors; further above, a gap: the event is parked in
-//! `pending_event` and counted, and only that order waits for the missing
-//! versions. Messages that cannot be applied go to `dead_letter`; the
-//! partition keeps moving.
+//! A batch (`batch`) goes through the one apply path (`query::apply`): per
+//! event, the order's projected version decides: at or below it, a duplicate
+//! (skipped); one above, applied and followed by any parked successors;
+//! further above, a gap (parked, and only that order waits). Messages that
+//! cannot be applied go to `dead_letter`; the partition keeps moving. The
+//! states of recently written orders are kept, so a batch loads only the
+//! orders it does not know. After each commit the read cache holds the new
+//! views and this process's waiters are woken (`query::cache`).
 //!
 //! Several instances are safe: each batch first moves every partition's
 //! stored position from the value the batch started from (a fence). If
-//! another owner moved it, the transaction is rolled back and the partition
-//! is sought back to the stored position.
+//! another owner moved it, the write is rolled back and the partition is
+//! sought back to the stored position.
 //!
 //! Generations: the query servers' projector follows the live generation
 //! (`Projector::following`); a rebuild's projector fills one generation while
 //! it is being built (`Projector::building`). Each batch checks, in its own
 //! transaction, that its generation is still in that state (see
 //! `generation`); a follower that finds its generation retired moves to the
-//! live one and resumes from the positions stored there. The same apply path
-//! serves events read from the event store (`apply_stored`) and dead letters
-//! replayed by an operator (`replay_dead_letter`).
+//! live one and resumes from the positions stored there. Each batch's phase
+//! times and lags are recorded (`metrics`).
 
+mod batch;
 mod consumer;
 mod metrics;
+mod positions;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use futures::FutureExt;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    ClientConfig, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
     error::KafkaError,
     message::OwnedMessage,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 pub use consumer::{FreezeSwitch, ProjectorContext};
 pub use metrics::ProjectorMetrics;
@@ -60,7 +63,7 @@ use crate::{
     kafka,
     query::{
         QueryError,
-        apply::{self, Incoming, Mode, OrderStates, Outcome, Timings},
+        apply::OrderStates,
         cache::{self, ReadCache},
         generation::{GenerationState, LiveProjection, WriteCondition},
         liveness::Liveness,
@@ -68,7 +71,7 @@ use crate::{
         watch::ProjectionWatch,
     },
 };
-use consumer::{Rebalances, Start, StartOffsets, consumer_config, partitions_of};
+use consumer::{Rebalances, StartOffsets, consumer_config};
 use metrics::Phase;
 
 /// Most messages applied in one transaction.
@@ -405,38 +408,6 @@ impl Projector {
         Ok(())
     }
 
-    fn note_rebalances(&mut self) {
-        let mut changes = self.rebalances.lock().expect("rebalance lock");
-        if !changes.revoked.is_empty() {
-            // Another owner may write those partitions' orders from now on.
-            self.states.clear();
-        }
-        for partition in changes.revoked.drain() {
-            self.positions.remove(&partition);
-            self.unpositioned.remove(&partition);
-        }
-        for (partition, start) in changes.assigned.drain() {
-            match start {
-                Start::Stored(next) => {
-                    self.positions.insert(partition, next);
-                    self.unpositioned.remove(&partition);
-                }
-                Start::Unknown => {
-                    self.positions.remove(&partition);
-                    self.unpositioned.insert(partition);
-                }
-            }
-        }
-    }
-
-    /// Loads the stored positions of every partition, where newly assigned
-    /// partitions start.
-    async fn load_starts(&self) -> Result<(), QueryError> {
-        let stored = self.read_model.all_positions(&self.topic).await?;
-        *self.starts.lock().expect("start offsets lock") = Some(stored);
-        Ok(())
-    }
-
     /// Writes `read_model` (generation `generation`) from now on: every assigned
     /// partition is sought to its position stored there.
     fn retarget(&mut self, generation: i32, read_model: ReadModel) {
@@ -453,72 +424,6 @@ impl Projector {
         *self.starts.lock().expect("start offsets lock") = None;
         let positioned: Vec<i32> = self.positions.keys().copied().collect();
         self.rewind(positioned);
-    }
-
-    /// Forgets what the projector knew of `partitions`; they are sought again.
-    fn rewind(&mut self, partitions: impl IntoIterator<Item = i32>) {
-        self.states.clear();
-        self.cache.clear();
-        for partition in partitions {
-            self.positions.remove(&partition);
-            self.unpositioned.insert(partition);
-        }
-    }
-
-    /// Seeks partitions whose start is not known (after a fence, a switch or
-    /// an assignment made before the positions were loaded) to their stored
-    /// positions (the beginning when none). The seeks block, so they run off
-    /// the async runtime.
-    async fn position_partitions(&mut self) -> Result<(), QueryError> {
-        if self.starts.lock().expect("start offsets lock").is_none() {
-            self.load_starts().await?;
-        }
-        if self.unpositioned.is_empty() {
-            return Ok(());
-        }
-        let assigned: HashSet<i32> = partitions_of(&self.consumer.assignment()?, &self.topic)
-            .into_iter()
-            .collect();
-        self.unpositioned.retain(|p| assigned.contains(p));
-        let partitions: Vec<i32> = self.unpositioned.iter().copied().collect();
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let stored = self.read_model.positions(&self.topic, &partitions).await?;
-        let targets: Vec<(i32, Option<i64>)> = partitions
-            .into_iter()
-            .map(|p| (p, stored.get(&p).copied()))
-            .collect();
-        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
-        let sought = tokio::task::spawn_blocking(move || {
-            targets
-                .into_iter()
-                .map(|(partition, next)| {
-                    let offset = next.map_or(Offset::Beginning, Offset::Offset);
-                    let result = consumer.seek(&topic, partition, offset, SEEK_TIMEOUT);
-                    (partition, next, result)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|error| QueryError::Config(format!("seek task failed: {error}")))?;
-        let mut starts = self.starts.lock().expect("start offsets lock");
-        for (partition, next, result) in sought {
-            if let (Some(known), Some(next)) = (starts.as_mut(), next) {
-                known.insert(partition, next);
-            }
-            match result {
-                Ok(()) => {
-                    tracing::debug!(partition, ?next, "partition positioned");
-                    self.unpositioned.remove(&partition);
-                    self.positions.insert(partition, next);
-                }
-                Err(error) => {
-                    tracing::warn!(partition, %error, "seek to the stored position failed; retrying")
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Up to `MAX_BATCH` messages: waits for the first, then takes what is ready.
@@ -557,218 +462,5 @@ impl Projector {
             }
         }
         Ok(batch)
-    }
-
-    /// Applies one batch in one transaction with its positions.
-    async fn apply(&mut self, batch: Vec<OwnedMessage>) -> Result<StepOutcome, QueryError> {
-        let mut summary = BatchSummary {
-            messages: batch.len(),
-            ..BatchSummary::default()
-        };
-        // Per partition: (position the batch starts from, next offset after it).
-        let mut advances: BTreeMap<i32, (Option<i64>, i64)> = BTreeMap::new();
-        let decoding = Instant::now();
-        let mut items = Vec::with_capacity(batch.len());
-        let mut lags = Vec::with_capacity(batch.len());
-        for message in batch {
-            let partition = message.partition();
-            let Some(&stored) = self.positions.get(&partition) else {
-                summary.deferred += 1;
-                if !self.unpositioned.contains(&partition) {
-                    tracing::debug!(partition, "message of an unpositioned partition deferred");
-                    self.unpositioned.insert(partition);
-                }
-                continue;
-            };
-            let next = advances.get(&partition).map_or(stored, |a| Some(a.1));
-            if next.is_some_and(|next| message.offset() < next) {
-                summary.duplicates += 1;
-                continue;
-            }
-            if next.is_some_and(|next| message.offset() > next) {
-                // Offsets of one partition are consecutive: a message beyond
-                // the next expected one means the fetch position is not where
-                // the projector thinks. Nothing past the gap is applied; the
-                // partition is sought back to its stored position.
-                tracing::warn!(
-                    partition,
-                    offset = message.offset(),
-                    ?next,
-                    "message beyond the expected offset; seeking the partition again"
-                );
-                summary.deferred += 1;
-                self.positions.remove(&partition);
-                self.unpositioned.insert(partition);
-                continue;
-            }
-            advances.entry(partition).or_insert((stored, 0)).1 = message.offset() + 1;
-            let item = Incoming::from_message(&message);
-            if let Incoming::Event { meta, .. } = &item {
-                lags.push((
-                    meta.occurred_at.timestamp_millis(),
-                    message.timestamp().to_millis(),
-                ));
-            }
-            items.push(item);
-        }
-        self.metrics.phase(Phase::Decode, decoding.elapsed());
-        if advances.is_empty() {
-            ProjectorMetrics::add(&self.metrics.duplicates_total, summary.duplicates);
-            return Ok(StepOutcome::Applied(summary));
-        }
-        let partitions: Vec<i32> = advances.keys().copied().collect();
-        let target = apply::Target {
-            read_model: &self.read_model,
-            condition: self.condition,
-            topic: &self.topic,
-            mode: Mode::Live,
-            gaps_before: Some(self.metrics.gaps_total.load(Ordering::Relaxed)),
-        };
-        let mut timings = Timings::default();
-        let begun: HashMap<Uuid, i32> = items
-            .iter()
-            .filter_map(|item| match item {
-                Incoming::Event { meta, origin, .. } => {
-                    Some((meta.order_id.as_uuid(), origin.partition().unwrap_or(-1)))
-                }
-                Incoming::Dead(_) => None,
-            })
-            .collect();
-        self.cache.begin(&begun);
-        let applied = apply::apply(
-            &target,
-            Some(&advances),
-            &items,
-            &mut self.states,
-            &mut timings,
-        )
-        .await;
-        self.metrics.phase(Phase::Load, timings.load);
-        self.metrics.phase(Phase::Write, timings.write);
-        self.metrics.phase(Phase::Commit, timings.commit);
-        match applied {
-            Ok(Outcome::Committed {
-                counts,
-                orders,
-                changed,
-            }) => {
-                summary.add(counts);
-                summary.orders = orders;
-                let notifying = Instant::now();
-                let versions: Vec<(Uuid, u64)> = changed
-                    .iter()
-                    .map(|view| (view.order_id, view.order.version))
-                    .collect();
-                let generation = self.condition.map_or(0, |c| c.generation);
-                self.cache
-                    .committed(generation, &begun, changed, chrono::Utc::now());
-                if let Some(watch) = &self.announce {
-                    watch.announce_versions(&versions);
-                }
-                self.metrics.phase(Phase::Notify, notifying.elapsed());
-            }
-            Ok(Outcome::Closed) => {
-                self.cache.abandon(&begun);
-                self.rewind(partitions);
-                return self.generation_closed().await;
-            }
-            Ok(Outcome::Fenced) => {
-                ProjectorMetrics::add(&self.metrics.fenced_total, 1);
-                tracing::warn!(
-                    ?partitions,
-                    "another owner moved a partition's position: batch abandoned, seeking back"
-                );
-                self.rewind(partitions.iter().copied());
-                return Ok(StepOutcome::Rewound { partitions });
-            }
-            Err(error) => {
-                self.cache.abandon(&begun);
-                self.rewind(partitions);
-                return Err(error);
-            }
-        }
-        if let Some(known) = self.starts.lock().expect("start offsets lock").as_mut() {
-            for (&partition, &(_, next)) in &advances {
-                known.insert(partition, next);
-            }
-        }
-        for (&partition, &(_, next)) in &advances {
-            self.positions.insert(partition, Some(next));
-        }
-        let m = &self.metrics;
-        m.committed(items.len(), &lags, chrono::Utc::now().timestamp_millis());
-        ProjectorMetrics::add(&m.batches_total, 1);
-        ProjectorMetrics::add(&m.events_applied_total, summary.applied);
-        ProjectorMetrics::add(&m.duplicates_total, summary.duplicates);
-        ProjectorMetrics::add(&m.gaps_total, summary.parked);
-        ProjectorMetrics::add(&m.dead_letters_total, summary.dead_lettered);
-        self.commit_offsets_now_and_then()?;
-        tracing::debug!(?summary, "batch committed");
-        Ok(StepOutcome::Applied(summary))
-    }
-
-    /// Commits the positions to Kafka when the last commit is older than
-    /// `OFFSET_COMMIT_INTERVAL`, asynchronously.
-    fn commit_offsets_now_and_then(&mut self) -> Result<(), QueryError> {
-        if self.offsets_committed.elapsed() < OFFSET_COMMIT_INTERVAL {
-            return Ok(());
-        }
-        self.offsets_committed = Instant::now();
-        let mut offsets = TopicPartitionList::new();
-        for (&partition, &next) in &self.positions {
-            if let Some(next) = next {
-                offsets.add_partition_offset(&self.topic, partition, Offset::Offset(next))?;
-            }
-        }
-        if offsets.count() > 0
-            && let Err(error) = self.consumer.commit(&offsets, CommitMode::Async)
-        {
-            tracing::debug!(%error, "offset commit failed; the stored positions stand");
-        }
-        Ok(())
-    }
-
-    /// The generation written is no longer in the state this projector writes
-    /// it in: a follower moves to the live generation, a rebuild's projector stops.
-    async fn generation_closed(&mut self) -> Result<StepOutcome, QueryError> {
-        match &self.target {
-            Target::Live(live) => {
-                live.refresh().await?;
-                let generation = live.generation();
-                let read_model = live.read_model();
-                self.retarget(generation, read_model);
-                Ok(StepOutcome::Switched { generation })
-            }
-            Target::Building(generation) => Err(QueryError::GenerationClosed(*generation)),
-            Target::Fixed => unreachable!("a fixed target has no write condition"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::KafkaSettings;
-
-    #[test]
-    fn the_consumer_is_configured_from_the_query_settings() {
-        let mut settings = QuerySettings::new(
-            "postgres://db/read",
-            KafkaSettings::new("127.0.0.1:9092", "orders.events.v1"),
-            "order-query",
-        );
-        settings.consumer.max_poll_interval_ms = 45_000;
-        let config = consumer_config(&settings);
-        assert_eq!(config.get("group.id"), Some("order-query"));
-        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
-        assert_eq!(config.get("session.timeout.ms"), Some("45000"));
-        assert_eq!(config.get("heartbeat.interval.ms"), Some("3000"));
-        assert_eq!(
-            config.get("partition.assignment.strategy"),
-            Some("cooperative-sticky")
-        );
-        assert_eq!(config.get("max.poll.interval.ms"), Some("45000"));
-        assert_eq!(config.get("queued.max.messages.kbytes"), Some("4096"));
-        assert_eq!(config.get("debug"), None);
     }
 }
