@@ -217,6 +217,15 @@ pub struct QuerySettings {
     /// unless set.
     #[arg(long = "metrics-addr", env = "ORDERS_QUERY_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Fault injection for tests only, off unless set: the projector waits
+    /// this long between a commit and filling the read cache (widens the
+    /// window a reader could see a stale cache in).
+    #[arg(
+        long = "fault-cache-fill-delay-ms",
+        env = "ORDERS_FAULT_CACHE_FILL_DELAY_MS",
+        hide = true
+    )]
+    pub fault_cache_fill_delay_ms: Option<u64>,
     /// Fault injection for tests only, off unless set: the named background
     /// task (`projector`, `notify-listener`) panics when it starts.
     #[arg(
@@ -321,6 +330,7 @@ impl QuerySettings {
             consumer: ConsumerSettings::default(),
             stall_after_ms: DEFAULT_STALL_AFTER_MS,
             metrics_addr: None,
+            fault_cache_fill_delay_ms: None,
             fault_panic_task: None,
         }
     }

@@ -229,6 +229,11 @@ impl Application {
         self.metrics.clone()
     }
 
+    /// The read cache this server answers `GetOrder` from.
+    pub fn read_cache(&self) -> ReadCache {
+        self.cache.clone()
+    }
+
     /// Freezes and thaws the projector, when it runs in this process (tests).
     pub fn projector_freeze(&self) -> Option<FreezeSwitch> {
         self.freeze.clone()

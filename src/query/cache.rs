@@ -237,6 +237,11 @@ impl ReadCache {
         self.len() == 0
     }
 
+    /// Reads answered from the cache since start.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
     /// Hits and misses in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

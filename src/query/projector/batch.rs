@@ -121,6 +121,9 @@ impl Projector {
                     .iter()
                     .map(|view| (view.order_id, view.order.version))
                     .collect();
+                if let Some(delay) = self.cache_fill_delay {
+                    tokio::time::sleep(delay).await;
+                }
                 let generation = self.condition.map_or(0, |c| c.generation);
                 self.cache
                     .committed(generation, &begun, changed, chrono::Utc::now());

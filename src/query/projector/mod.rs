@@ -155,6 +155,8 @@ pub struct Projector {
     lease: Duration,
     /// Read-your-writes waiters of this process, woken at each commit.
     announce: Option<ProjectionWatch>,
+    /// Test hook: a pause between a commit and filling the read cache.
+    cache_fill_delay: Option<Duration>,
 }
 
 impl Projector {
@@ -231,6 +233,9 @@ impl Projector {
             cache,
             lease: Duration::from_millis(u64::from(settings.consumer.session_timeout_ms) / 2),
             announce: None,
+            cache_fill_delay: settings
+                .fault_cache_fill_delay_ms
+                .map(Duration::from_millis),
         })
     }
 

@@ -2,6 +2,7 @@
 //! consuming a fresh topic into a fresh read database. Events are produced
 //! straight to Kafka here, as the command side's relay would.
 
+mod cache;
 mod errors;
 mod gaps;
 mod health;
@@ -31,7 +32,7 @@ use orders::{
     kafka,
     proto::{self, order_queries_client::OrderQueriesClient},
     query::{
-        Application, ProjectorMetrics, QueryError, projector::FreezeSwitch,
+        Application, ProjectorMetrics, QueryError, cache::ReadCache, projector::FreezeSwitch,
         read_model::DEFAULT_SCHEMA, watch::ProjectionWatch,
     },
 };
@@ -249,6 +250,7 @@ pub struct TestQuery {
     pub watch: ProjectionWatch,
     pub freeze: Option<FreezeSwitch>,
     pub stalls_total: Arc<AtomicU64>,
+    pub cache: ReadCache,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), QueryError>>>,
 }
@@ -264,6 +266,7 @@ impl TestQuery {
         let watch = app.projection_watch();
         let freeze = app.projector_freeze();
         let stalls_total = app.stalls_total();
+        let cache = app.read_cache();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -275,6 +278,7 @@ impl TestQuery {
             watch,
             freeze,
             stalls_total,
+            cache,
             stop: Some(stop),
             task: Some(task),
         }
