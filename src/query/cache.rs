@@ -36,7 +36,7 @@ use uuid::Uuid;
 use crate::{metrics, query::read_model::OrderView};
 
 /// Orders the cache holds at most (about 400 bytes each).
-pub const DEFAULT_CAPACITY: usize = 32_768;
+pub const DEFAULT_CAPACITY: usize = 16_384;
 
 #[derive(Debug, Clone)]
 enum Entry {

@@ -86,7 +86,7 @@ const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 /// queues the consumer's heartbeats behind it on a saturated machine.
 const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 /// Orders whose state the projector keeps between batches (about 300 bytes each).
-const KEPT_STATES: usize = 16_384;
+const KEPT_STATES: usize = 8_192;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
