@@ -1,0 +1,77 @@
+//! Kafka's own ceiling (the perf tools) and the rebuild measured against it.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::figures::{entries, f, ratio, s};
+
+/// ConsumerPerformance's records/s in this run, NaN when not measured.
+pub fn consumer_rate(run: &Value) -> f64 {
+    entries(run, "kafka")
+        .first()
+        .map_or(f64::NAN, |k| f(k, "consumer.records_per_s"))
+}
+
+/// The perf tools' figures.
+pub fn write_ceiling(w: &mut String, run: &Value) -> anyhow::Result<()> {
+    let Some(k) = entries(run, "kafka").into_iter().next() else {
+        return Ok(());
+    };
+    writeln!(w, "## Kafka's own ceiling\n")?;
+    writeln!(
+        w,
+        "Kafka's `ProducerPerformance` and `ConsumerPerformance` from the kafka-tools jar of \
+         the broker's version, against the same broker, with {} byte records (the mean size \
+         of an `OrderEvent` written by this run's place scenario).\n",
+        k["record_bytes"]
+    )?;
+    writeln!(
+        w,
+        "| tool | records/s | MB/s | note |\n|---|---|---|---|\n| ProducerPerformance (acks=all) | {:.0} | {:.2} | avg {:.1} ms, p99 {:.0} ms |\n| ConsumerPerformance | {:.0} | {:.2} | one consumer, whole topic |\n",
+        f(k, "producer.records_per_s"),
+        f(k, "producer.mb_per_s"),
+        f(k, "producer.avg_ms"),
+        f(k, "producer.p99_ms"),
+        consumer_rate(run),
+        f(k, "consumer.mb_per_s"),
+    )?;
+    Ok(())
+}
+
+/// The rebuilds from the topic and from the store.
+pub fn write_rebuild(w: &mut String, run: &Value) -> anyhow::Result<()> {
+    let rebuilds = entries(run, "rebuild");
+    if rebuilds.is_empty() {
+        return Ok(());
+    }
+    let consumer_rate = consumer_rate(run);
+    writeln!(w, "## Rebuild\n")?;
+    writeln!(
+        w,
+        "`orderctl rebuild --drop-old` builds a new projection generation, verifies it \
+         against the source and switches readers. Wall clock includes process start, \
+         verification and the switch. The reference is ConsumerPerformance reading a topic \
+         of the same record size in the same run.\n"
+    )?;
+    writeln!(
+        w,
+        "| source | events | seconds | events/s | build-only events/s | ConsumerPerformance /s | ratio |\n|---|---|---|---|---|---|---|"
+    )?;
+    for e in &rebuilds {
+        let o = &e["orders"];
+        writeln!(
+            w,
+            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {} |",
+            s(o, "source"),
+            f(o, "events"),
+            f(o, "seconds"),
+            f(o, "events_per_s"),
+            f(o, "build_events_per_s"),
+            consumer_rate,
+            ratio(f(o, "events_per_s"), consumer_rate),
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
