@@ -2,7 +2,8 @@
 //!
 //! - `run`: one scenario against the servers, closed or open loop, bounded by
 //!   a count and a duration; the summary (HDR percentiles, throughput, errors
-//!   by gRPC code, optional RSS of watched pids) is one JSON object on stdout.
+//!   by gRPC code, optional RSS of watched pids, optional projector figures
+//!   from order-query's `/metrics`) is one JSON object on stdout.
 //! - `rebuild`: times `orderctl rebuild` and reports its events/s.
 //! - `echo-server`: the trivial tonic server used as the gRPC reference.
 //! - `report`: turns a results file into BENCHMARKS.md and its SVG plots.
@@ -10,6 +11,8 @@
 mod echo;
 mod load;
 mod plot;
+mod projector;
+mod prometheus;
 mod report;
 mod scenario;
 
@@ -22,6 +25,8 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use projector::ProjectorStats;
+use prometheus::MetricsUrl;
 use scenario::{Clients, Scenario};
 
 /// Load generator and report writer for the orders gRPC servers.
@@ -88,6 +93,10 @@ struct RunArgs {
     /// Sample the RSS of this process during the run: NAME=PID (repeatable).
     #[arg(long = "watch-pid", value_parser = parse_watch)]
     watch: Vec<(String, u32)>,
+    /// order-query's Prometheus metrics (http://host:port/metrics), scraped
+    /// before and after the run for the projector's figures.
+    #[arg(long)]
+    metrics_url: Option<MetricsUrl>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +172,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         count: args.count,
         duration: Duration::from_secs_f64(args.duration),
     };
+    let before = match &args.metrics_url {
+        Some(url) => projector::scrape_or_warn(url).await,
+        None => None,
+    };
     let rss = load::RssSampler::start(args.watch);
     let offset = base.wrapping_add(spread(args.warmup));
     let mut summary = load::run(plan, &scenario.name(), move |n| {
@@ -171,6 +184,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await;
     summary["scenario"] = scenario.name().into();
     summary["rss"] = rss.finish().await;
+    if let (Some(url), Some(before)) = (&args.metrics_url, before)
+        && let Some(after) = projector::scrape_or_warn(url).await
+    {
+        summary["projector"] = serde_json::to_value(ProjectorStats::between(&before, &after))?;
+    }
     println!("{summary}");
     Ok(())
 }
