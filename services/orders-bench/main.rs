@@ -5,9 +5,11 @@
 //!   by gRPC code, optional RSS of watched pids, optional projector figures
 //!   from order-query's `/metrics`) is one JSON object on stdout.
 //! - `rebuild`: times `orderctl rebuild` and reports its events/s.
+//! - `catch-up`: times a new order-query draining the topic's backlog.
 //! - `echo-server`: the trivial tonic server used as the gRPC reference.
 //! - `report`: turns a results file into BENCHMARKS.md and its SVG plots.
 
+mod catch_up;
 mod echo;
 mod load;
 mod plot;
@@ -43,6 +45,8 @@ enum Command {
     Run(RunArgs),
     /// Time `orderctl rebuild` and print events/s as JSON.
     Rebuild(RebuildArgs),
+    /// Start a new order-query on a backlog and print how fast it catches up, as JSON.
+    CatchUp(catch_up::CatchUpArgs),
     /// Serve the echo reference service until SIGTERM.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:30159")]
@@ -128,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
         Command::Rebuild(args) => rebuild(args).await,
+        Command::CatchUp(args) => catch_up::run(args).await,
         Command::EchoServer { addr } => echo::serve(addr).await,
         Command::Report(args) => report::write(&args),
     }

@@ -23,6 +23,16 @@ pub struct MetricsUrl {
     path: String,
 }
 
+impl MetricsUrl {
+    /// `http://<addr>/metrics`.
+    pub fn for_addr(addr: std::net::SocketAddr) -> Self {
+        Self {
+            authority: addr.to_string(),
+            path: "/metrics".into(),
+        }
+    }
+}
+
 impl FromStr for MetricsUrl {
     type Err = String;
 
