@@ -4,7 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context as _;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::{catch_up::CatchUpSummary, projector::ProjectorStats};
 
 /// The number at `path` (dot-separated keys), NaN when absent.
 pub fn f(v: &Value, path: &str) -> f64 {
@@ -75,4 +79,49 @@ pub fn peak_rss(run: &Value) -> BTreeMap<String, f64> {
         }
     }
     rss
+}
+
+/// ConsumerPerformance's records/s in this run, NaN when not measured.
+pub fn consumer_rate(run: &Value) -> f64 {
+    entries(run, "kafka")
+        .first()
+        .map_or(f64::NAN, |k| f(k, "consumer.records_per_s"))
+}
+
+/// A typed part of the results; `None` when the run did not record it.
+fn typed<T: DeserializeOwned>(v: &Value, what: &str) -> anyhow::Result<Option<T>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(v.clone())
+        .map(Some)
+        .with_context(|| format!("read the {what} figures"))
+}
+
+/// The projector figures of one orders-bench summary.
+pub fn projector_of(summary: &Value) -> anyhow::Result<Option<ProjectorStats>> {
+    typed(&summary["projector"], "projector")
+}
+
+/// The run's catch-up, if it had one.
+pub fn catch_up(run: &Value) -> anyhow::Result<Option<CatchUpSummary>> {
+    match entries(run, "catch_up").first() {
+        Some(e) => typed(&e["orders"], "catch-up"),
+        None => Ok(None),
+    }
+}
+
+/// The PlaceOrder rate the projector has to keep up with: the group-commit
+/// run at 64 clients, or at the most clients the run had (a short run has
+/// fewer); (clients, PlaceOrder/s).
+pub fn place_reference(run: &Value) -> (f64, f64) {
+    entries(run, "place")
+        .into_iter()
+        .filter(|e| f(e, "max_batch") > 1.0)
+        .map(|e| (f(e, "clients"), f(&e["orders"], "throughput_per_s")))
+        .min_by(|a, b| {
+            let miss = |c: f64| if c == 64.0 { f64::NEG_INFINITY } else { -c };
+            miss(a.0).total_cmp(&miss(b.0))
+        })
+        .unwrap_or((64.0, f64::NAN))
 }

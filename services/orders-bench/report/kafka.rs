@@ -4,14 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::figures::{entries, f, ratio, s};
-
-/// ConsumerPerformance's records/s in this run, NaN when not measured.
-pub fn consumer_rate(run: &Value) -> f64 {
-    entries(run, "kafka")
-        .first()
-        .map_or(f64::NAN, |k| f(k, "consumer.records_per_s"))
-}
+use super::figures::{consumer_rate, entries, f, ratio, s};
 
 /// The perf tools' figures.
 pub fn write_ceiling(w: &mut String, run: &Value) -> anyhow::Result<()> {

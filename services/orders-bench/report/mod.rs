@@ -1,11 +1,12 @@
 //! BENCHMARKS.md from one results file of `scripts/bench`: every figure next
 //! to the reference measured in the same run, with the ratio, or marked as
-//! absolute; the targets with how far each is met or missed; two SVG plots.
-//! One module per part of the page.
+//! absolute; the targets with how far each is met or missed, also next to a
+//! baseline run; two SVG plots. One module per part of the page.
 
 mod command;
 mod figures;
 mod kafka;
+mod projector;
 mod reads;
 mod targets;
 
@@ -35,6 +36,9 @@ pub struct ReportArgs {
     /// Hand-written analysis appended verbatim, if the file exists.
     #[arg(long, default_value = "bench/ANALYSIS.md")]
     analysis: PathBuf,
+    /// An earlier results file: each target's figure in it is shown next to this run's.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
 }
 
 /// Where the plots go, and how the markdown links to them.
@@ -51,18 +55,23 @@ impl Plots<'_> {
 
     /// Plot `name` relative to the markdown's directory.
     pub fn link(&self, name: &str) -> String {
-        let path = self.path(name);
-        path.strip_prefix(self.markdown_dir)
-            .unwrap_or(&path)
-            .display()
-            .to_string()
+        relative(&self.path(name), self.markdown_dir)
     }
 }
 
+/// `path` as linked from a markdown file in `dir`.
+fn relative(path: &Path, dir: &Path) -> String {
+    path.strip_prefix(dir).unwrap_or(path).display().to_string()
+}
+
+fn read_results(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
 pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.input)
-        .with_context(|| format!("read {}", args.input.display()))?;
-    let run: Value = serde_json::from_str(&text).context("parse results")?;
+    let run = read_results(&args.input)?;
+    let baseline = args.baseline.as_deref().map(read_results).transpose()?;
     std::fs::create_dir_all(&args.plots)?;
     let base = args.markdown.parent().unwrap_or(Path::new(""));
     let plots = Plots {
@@ -82,10 +91,7 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
         s(&run, "profile"),
         run["duration_s"],
         args.input.display(),
-        args.input
-            .strip_prefix(base)
-            .unwrap_or(&args.input)
-            .display(),
+        relative(&args.input, base),
     )?;
     writeln!(
         w,
@@ -111,10 +117,15 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
     writeln!(w)?;
 
     targets::write(w, &run)?;
+    if let (Some(baseline), Some(path)) = (&baseline, &args.baseline) {
+        targets::write_before_after(w, &run, baseline, &relative(path, base))?;
+    }
     command::write(w, &run)?;
     command::write_sweeps(w, &run, &plots)?;
+    projector::write_phases(w, &run)?;
     reads::write(w, &run)?;
     kafka::write_ceiling(w, &run)?;
+    projector::write_catch_up(w, &run)?;
     kafka::write_rebuild(w, &run)?;
     let rss = peak_rss(&run);
     if !rss.is_empty() {

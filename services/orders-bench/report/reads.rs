@@ -6,17 +6,28 @@ use serde_json::Value;
 
 use super::figures::{entries, errors, f, num, ratio};
 
+/// A share as a whole percentage, or a dash.
+fn percent(share: f64) -> String {
+    if share.is_nan() {
+        "–".into()
+    } else {
+        format!("{:.0}%", 100.0 * share)
+    }
+}
+
 pub fn write(w: &mut String, run: &Value) -> anyhow::Result<()> {
     writeln!(w, "## Reads and the gRPC ceiling\n")?;
     writeln!(
         w,
         "`echo` is a trivial tonic server in the same build profile (one unary call, no work): \
          the cost of a gRPC round trip on this machine. `ghz` measures the same calls with \
-         another client at the same concurrency, which checks orders-bench's own figures.\n"
+         another client at the same concurrency, which checks orders-bench's own figures. \
+         Cache hits: the share of reads order-query answered from its read cache, where its \
+         `/metrics` count them.\n"
     )?;
     writeln!(
         w,
-        "| scenario | clients | orders-bench /s | p50 ms | p99 ms | errors | ghz /s | ghz p99 ms | orders-bench/ghz | of echo |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| scenario | clients | orders-bench /s | p50 ms | p99 ms | errors | ghz /s | ghz p99 ms | orders-bench/ghz | of echo | cache hits |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let echo_rate = entries(run, "echo")
         .first()
@@ -27,7 +38,7 @@ pub fn write(w: &mut String, run: &Value) -> anyhow::Result<()> {
             let rate = f(o, "throughput_per_s");
             writeln!(
                 w,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
                 kind.replace('_', ""),
                 e["clients"],
                 rate,
@@ -38,6 +49,7 @@ pub fn write(w: &mut String, run: &Value) -> anyhow::Result<()> {
                 num(f(e, "ghz.p99_ms"), 2),
                 ratio(rate, f(e, "ghz.rps")),
                 ratio(rate, echo_rate),
+                percent(f(o, "projector.cache_hit_ratio")),
             )?;
         }
     }

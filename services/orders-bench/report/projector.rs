@@ -1,0 +1,177 @@
+//! The projector seen from inside: its phases during each read-your-writes
+//! run next to the lag the client saw, and the catch-up of a new order-query
+//! on the whole topic.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::figures::{
+    catch_up, consumer_rate, entries, f, num, place_reference, projector_of, ratio,
+};
+use crate::projector::ProjectorStats;
+
+/// `Some` figure with `decimals`, or a dash.
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    num(v.unwrap_or(f64::NAN), decimals)
+}
+
+/// The phase table, the lag shares (beside the client's end-to-end lag when
+/// given) and the counters of one window.
+fn write_stats(
+    w: &mut String,
+    stats: &ProjectorStats,
+    end_to_end: Option<(f64, f64)>,
+) -> anyhow::Result<()> {
+    writeln!(
+        w,
+        "| phase | batches | mean ms | p50 ms | p99 ms |\n|---|---|---|---|---|"
+    )?;
+    for p in &stats.phases {
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {} |",
+            p.phase,
+            p.count,
+            opt(p.mean_ms, 3),
+            opt(p.p50_ms, 3),
+            opt(p.p99_ms, 3)
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(w, "| lag | p50 ms | p99 ms |\n|---|---|---|")?;
+    for (what, spread) in [
+        ("relay: event → Kafka record", &stats.relay_lag_ms),
+        ("projector: Kafka record → commit", &stats.commit_lag_ms),
+    ] {
+        writeln!(
+            w,
+            "| {what} | {} | {} |",
+            opt(spread.p50, 2),
+            opt(spread.p99, 2)
+        )?;
+    }
+    if let Some((p50, p99)) = end_to_end {
+        writeln!(
+            w,
+            "| end to end: PlaceOrder answered → GetOrder(min_version) answered | {} | {} |",
+            num(p50, 2),
+            num(p99, 2)
+        )?;
+    }
+    let (c, b) = (&stats.counters, &stats.batch_events);
+    writeln!(
+        w,
+        "\n{} batches, {} events applied; events per batch mean {}, p50 {}, p99 {}; \
+         {} duplicates, {} gaps, {} dead letters, {} fenced.\n",
+        c.batches,
+        c.events_applied,
+        opt(b.mean, 1),
+        opt(b.p50, 1),
+        opt(b.p99, 1),
+        c.duplicates,
+        c.gaps,
+        c.dead_letters,
+        c.fenced,
+    )?;
+    Ok(())
+}
+
+/// "Projector phases": one table per offered rate of the read-your-writes sweep.
+pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
+    let mut sweep = entries(run, "ryw_open");
+    if sweep.is_empty() {
+        return Ok(());
+    }
+    sweep.sort_by(|a, b| f(a, "rate").total_cmp(&f(b, "rate")));
+    writeln!(w, "## Projector phases\n")?;
+    writeln!(
+        w,
+        "From order-query's `/metrics`, scraped before and after each open-loop \
+         read-your-writes run: the time one batch spends in each phase of the projector, \
+         and the two shares of the lag, the relay's (the event's `occurred_at` to its Kafka \
+         record's timestamp) and the projector's (that timestamp to the commit that makes the \
+         event readable), beside the end-to-end lag the client saw in the same run. Phase and \
+         share percentiles are interpolated inside histogram buckets, so they are as coarse \
+         as the buckets (absolute).\n"
+    )?;
+    let stats = sweep
+        .iter()
+        .map(|e| projector_of(&e["orders"]))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if stats.iter().all(Option::is_none) {
+        writeln!(
+            w,
+            "Not measured in this run: its order-query served no `/metrics`.\n"
+        )?;
+        return Ok(());
+    }
+    for (e, stats) in sweep.iter().zip(&stats) {
+        writeln!(
+            w,
+            "### {:.0}/s offered ({:.2} of peak)\n",
+            f(e, "rate"),
+            f(e, "fraction")
+        )?;
+        match stats {
+            Some(stats) => {
+                let lag = (f(&e["orders"], "lag_ms.p50"), f(&e["orders"], "lag_ms.p99"));
+                write_stats(w, stats, Some(lag))?;
+            }
+            None => writeln!(w, "Not measured: `/metrics` could not be scraped.\n")?,
+        }
+    }
+    Ok(())
+}
+
+/// "Catch-up": a new order-query draining the run's topic.
+pub fn write_catch_up(w: &mut String, run: &Value) -> anyhow::Result<()> {
+    let consumer_rate = consumer_rate(run);
+    let Some(c) = catch_up(run)? else {
+        return Ok(());
+    };
+    let (clients, place_rate) = place_reference(run);
+    writeln!(w, "## Catch-up\n")?;
+    writeln!(
+        w,
+        "A new order-query on a fresh read database with a fresh consumer group, started on \
+         this run's topic, which by then holds every event of the run. The clock runs from its \
+         start (process start, migrations and joining the group included) until its stored \
+         positions reach the end offsets the topic had before it started. The references: the \
+         peak PlaceOrder rate at {clients} clients (the projector has to keep up with the \
+         command side) and ConsumerPerformance (Kafka's own read rate here).\n"
+    )?;
+    writeln!(
+        w,
+        "| events | seconds | events/s | PlaceOrder /s ({clients} clients) | ratio | ConsumerPerformance /s | ratio |\n|---|---|---|---|---|---|---|"
+    )?;
+    writeln!(
+        w,
+        "| {} | {:.2} | {:.0} | {} | {} | {} | {} |\n",
+        c.events,
+        c.seconds,
+        c.events_per_s,
+        num(place_rate, 0),
+        ratio(c.events_per_s, place_rate),
+        num(consumer_rate, 0),
+        ratio(c.events_per_s, consumer_rate),
+    )?;
+    if c.timed_out {
+        writeln!(
+            w,
+            "**Timed out**: {} of the {} events were stored when the clock stopped.\n",
+            c.events, c.backlog
+        )?;
+    } else if c.events < c.backlog {
+        writeln!(
+            w,
+            "Measured over the first {} of the {} events (a short run).\n",
+            c.events, c.backlog
+        )?;
+    }
+    if let Some(stats) = &c.projector {
+        writeln!(w, "The projector over the whole catch-up:\n")?;
+        write_stats(w, stats, None)?;
+    }
+    Ok(())
+}
