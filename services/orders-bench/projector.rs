@@ -42,6 +42,10 @@ pub struct PhaseStats {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub count: u64,
+    /// The highest finite bucket bound: a percentile this high lies at or
+    /// beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_ms: Option<f64>,
 }
 
 /// Mean, median and 99th percentile of a histogram; `None` when empty.
@@ -50,6 +54,10 @@ pub struct Spread {
     pub mean: Option<f64>,
     pub p50: Option<f64>,
     pub p99: Option<f64>,
+    /// The highest finite bucket bound: a percentile this high lies at or
+    /// beyond it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<f64>,
 }
 
 /// Increments of the projector's counters (and the read cache's, 0 when the
@@ -72,6 +80,7 @@ impl Spread {
             mean: h.mean().map(|v| v * scale),
             p50: h.quantile(0.5).map(|v| v * scale),
             p99: h.quantile(0.99).map(|v| v * scale),
+            top: h.top_bound().map(|v| v * scale),
         }
     }
 }
@@ -103,12 +112,18 @@ impl ProjectorStats {
             .into_iter()
             .map(|phase| {
                 let h = window(PHASE_SECONDS, &[("phase", phase.as_str())]);
-                let Spread { mean, p50, p99 } = Spread::of(&h, 1000.0);
+                let Spread {
+                    mean,
+                    p50,
+                    p99,
+                    top,
+                } = Spread::of(&h, 1000.0);
                 PhaseStats {
                     phase,
                     mean_ms: mean,
                     p50_ms: p50,
                     p99_ms: p99,
+                    top_ms: top,
                     count: h.count.round() as u64,
                 }
             })

@@ -318,6 +318,16 @@ impl Histogram {
         (self.count > 0.0).then(|| self.sum / self.count)
     }
 
+    /// The highest finite bucket bound: [`Histogram::quantile`] answers no
+    /// more than this.
+    pub fn top_bound(&self) -> Option<f64> {
+        self.buckets
+            .iter()
+            .rev()
+            .map(|&(le, _)| le)
+            .find(|le| le.is_finite())
+    }
+
     /// The `q`-quantile (0 < q ≤ 1), interpolated linearly inside the bucket
     /// it falls in, as PromQL's `histogram_quantile` does: the first bucket
     /// starts at 0, and a quantile in the `+Inf` bucket is the highest finite
@@ -440,6 +450,7 @@ odd_label{path="a \"quoted\" \\ back\nslash",code="200"} 1.5e3 1700000000000
         assert_eq!(h.quantile(0.8), Some(2.0));
         // rank 49.5 falls in +Inf: the highest finite bound.
         assert_eq!(h.quantile(0.99), Some(5.0));
+        assert_eq!(h.top_bound(), Some(5.0));
         assert_eq!(
             histogram(&[(1.0, 0.0), (f64::INFINITY, 0.0)]).quantile(0.5),
             None

@@ -16,6 +16,15 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     num(v.unwrap_or(f64::NAN), decimals)
 }
 
+/// A percentile read from buckets: at the highest finite bound or above,
+/// all that is known is that it is at least that.
+fn percentile(v: Option<f64>, top: Option<f64>, decimals: usize) -> String {
+    match (v, top) {
+        (Some(v), Some(top)) if v >= top => format!("≥ {}", num(top, decimals)),
+        _ => opt(v, decimals),
+    }
+}
+
 /// The phase table, the lag shares (beside the client's end-to-end lag when
 /// given) and the counters of one window.
 fn write_stats(
@@ -34,27 +43,28 @@ fn write_stats(
             p.phase,
             p.count,
             opt(p.mean_ms, 3),
-            opt(p.p50_ms, 3),
-            opt(p.p99_ms, 3)
+            percentile(p.p50_ms, p.top_ms, 3),
+            percentile(p.p99_ms, p.top_ms, 3)
         )?;
     }
     writeln!(w)?;
-    writeln!(w, "| lag | p50 ms | p99 ms |\n|---|---|---|")?;
+    writeln!(w, "| lag | mean ms | p50 ms | p99 ms |\n|---|---|---|---|")?;
     for (what, spread) in [
         ("relay: event → Kafka record", &stats.relay_lag_ms),
         ("projector: Kafka record → commit", &stats.commit_lag_ms),
     ] {
         writeln!(
             w,
-            "| {what} | {} | {} |",
-            opt(spread.p50, 2),
-            opt(spread.p99, 2)
+            "| {what} | {} | {} | {} |",
+            opt(spread.mean, 2),
+            percentile(spread.p50, spread.top, 2),
+            percentile(spread.p99, spread.top, 2)
         )?;
     }
     if let Some((p50, p99)) = end_to_end {
         writeln!(
             w,
-            "| end to end: PlaceOrder answered → GetOrder(min_version) answered | {} | {} |",
+            "| end to end: PlaceOrder answered → GetOrder(min_version) answered | – | {} | {} |",
             num(p50, 2),
             num(p99, 2)
         )?;
@@ -67,8 +77,8 @@ fn write_stats(
         c.batches,
         c.events_applied,
         opt(b.mean, 1),
-        opt(b.p50, 1),
-        opt(b.p99, 1),
+        percentile(b.p50, b.top, 1),
+        percentile(b.p99, b.top, 1),
         c.duplicates,
         c.gaps,
         c.dead_letters,
@@ -174,4 +184,17 @@ pub fn write_catch_up(w: &mut String, run: &Value) -> anyhow::Result<()> {
         write_stats(w, stats, None)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_percentile_at_the_highest_bucket_bound_reads_as_at_least_that() {
+        assert_eq!(percentile(Some(10_000.0), Some(10_000.0), 2), "≥ 10000.00");
+        assert_eq!(percentile(Some(12.5), Some(10_000.0), 2), "12.50");
+        assert_eq!(percentile(Some(12.5), None, 2), "12.50");
+        assert_eq!(percentile(None, Some(10_000.0), 2), "–");
+    }
 }
