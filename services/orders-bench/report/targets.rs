@@ -89,6 +89,15 @@ fn verdict(checks: &[(&str, Check)]) -> String {
     }
 }
 
+/// "`a/b`× `what` (`b`/s)", or that `what` was not measured.
+fn against(a: f64, b: f64, what: &str) -> String {
+    if b.is_nan() {
+        format!("no {what} figure")
+    } else {
+        format!("{}× {what} ({b:.0}/s)", ratio(a, b))
+    }
+}
+
 /// A measured figure, or a dash when `v` was not measured.
 fn measured(v: f64, text: impl FnOnce() -> String) -> String {
     if v.is_nan() { "–".into() } else { text() }
@@ -127,12 +136,13 @@ fn rows(run: &Value) -> anyhow::Result<Vec<Row>> {
             Some(c) if c.timed_out => format!("timed out after {:.0} s", c.seconds),
             _ => measured(catch_up_rate, || {
                 format!(
-                    "{catch_up_rate:.0} events/s = {}× PlaceOrder at {clients} clients \
-                     ({}/s), {}× ConsumerPerformance ({}/s)",
-                    ratio(catch_up_rate, place_rate),
-                    num(place_rate, 0),
-                    ratio(catch_up_rate, consumer_rate),
-                    num(consumer_rate, 0),
+                    "{catch_up_rate:.0} events/s = {}, {}",
+                    against(
+                        catch_up_rate,
+                        place_rate,
+                        &format!("PlaceOrder at {clients} clients")
+                    ),
+                    against(catch_up_rate, consumer_rate, "ConsumerPerformance"),
                 )
             }),
         },
@@ -167,9 +177,8 @@ fn rows(run: &Value) -> anyhow::Result<Vec<Row>> {
         ),
         measured: measured(get_order, || {
             format!(
-                "{get_order:.0}/s = {}× echo ({}/s), p99 {} ms",
-                ratio(get_order, echo),
-                num(echo, 0),
+                "{get_order:.0}/s = {}, p99 {} ms",
+                against(get_order, echo, "echo"),
                 num(get_order_p99, 2)
             )
         }),
