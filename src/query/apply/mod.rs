@@ -461,6 +461,47 @@ pub async fn replay_dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{codec::EventMeta, domain::OrderId};
+
+    fn event(order_id: OrderId, version: u64) -> Incoming {
+        Incoming::Event {
+            meta: EventMeta {
+                event_id: Uuid::now_v7(),
+                order_id,
+                version,
+                occurred_at: chrono::Utc::now(),
+                correlation_id: String::new(),
+                causation_id: String::new(),
+            },
+            event: Event::OrderConfirmed,
+            payload: vec![],
+            origin: EventOrigin::Store { position: 0 },
+        }
+    }
+
+    #[test]
+    fn only_unknown_orders_first_seen_at_version_1_skip_the_lookup() {
+        let (new, later, kept) = (
+            OrderId::generate(),
+            OrderId::generate(),
+            OrderId::generate(),
+        );
+        let items = vec![
+            event(new, 1),
+            event(new, 2),
+            event(later, 3),
+            event(kept, 1),
+        ];
+        let mut states = OrderStates::new(8);
+        states.insert(kept.as_uuid(), OrderState::default());
+        let (ids, unseen) = starts_needed(&items, &states, true);
+        let mut all = vec![new.as_uuid(), later.as_uuid(), kept.as_uuid()];
+        all.sort_unstable();
+        assert_eq!(ids, all);
+        assert_eq!(unseen, vec![new.as_uuid()]);
+        let (_, unseen) = starts_needed(&items, &states, false);
+        assert!(unseen.is_empty(), "a retry looks every order up");
+    }
 
     #[test]
     fn messages_without_a_value_or_key_are_refused_with_the_projectors_reasons() {
