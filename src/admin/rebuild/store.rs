@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use sqlx::{Executor, PgPool, Row};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::{
@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     admin::{AdminError, topic::TopicOffsets},
+    command::store,
     query::{
         QueryError, ReadModel,
         apply::{Incoming, OrderStates, Outcome},
@@ -44,21 +45,13 @@ pub(super) async fn seed_from_store(
     let reader = tokio::spawn({
         let (write, progress_bar) = (write.clone(), progress.bar.clone());
         async move {
-            let mut tx = write.begin().await?;
-            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await?;
-            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-                .fetch_one(&mut *tx)
-                .await?;
-            Progress::store_on(&progress_bar, total);
+            let mut tx = store::snapshot(&write).await?;
+            Progress::store_on(&progress_bar, store::event_count(&mut tx).await?);
             let mut chunks: Vec<Vec<Incoming>> = (0..STORE_WRITERS).map(|_| vec![]).collect();
             {
-                let mut rows =
-                    sqlx::query("SELECT position, payload FROM events ORDER BY position")
-                        .fetch(&mut *tx);
-                while let Some(row) = rows.try_next().await? {
-                    let item =
-                        Incoming::from_store(row.try_get("position")?, row.try_get("payload")?)?;
+                let mut events = std::pin::pin!(store::events_in_position_order(&mut tx));
+                while let Some(event) = events.try_next().await? {
+                    let item = Incoming::from_store(event.position, event.payload)?;
                     let lane = match &item {
                         Incoming::Event { meta, .. } => {
                             (meta.order_id.as_uuid().as_u128() % STORE_WRITERS as u128) as usize
