@@ -1,7 +1,9 @@
 //! Operations on a running system, behind `orderctl`: `status`, `verify`,
-//! `rebuild`, `republish` and `dead_letter`. They use both sides: the event
-//! store and outbox (write database), the projection generations (read
-//! database) and the topic. Each operation is a library function taking
+//! `rebuild`, `republish` and `dead_letter`. They use both sides through
+//! their APIs, never their tables: the event store and outbox through
+//! `command::store`, the projection generations through `query::ReadModel`
+//! (`read_model::digest` for whole-generation reads) and `query::Generations`,
+//! and the topic through `topic`. Each operation is a library function taking
 //! `AdminSettings`, so tests call it directly; the binary only prints.
 
 pub mod dead_letter;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     admin::{AdminError, live_generation, read_pool, topic::TopicOffsets, write_pool},
-    command::relay::RELAY_LOCK_KEY,
+    command::{relay::RELAY_LOCK_KEY, store},
     config::AdminSettings,
     query::{Generations, ReadModel, generation::Generation},
 };
@@ -116,17 +116,13 @@ pub async fn status(settings: &AdminSettings) -> Result<Status, AdminError> {
             }
         })
         .collect();
-    let (outbox_backlog, oldest): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(enqueued_at))::float8 FROM outbox",
-    )
-    .fetch_one(&write)
-    .await?;
+    let outbox = store::outbox_backlog(&write).await?;
     Ok(Status {
         topic: offsets.topic().to_owned(),
         lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
-        outbox_backlog,
-        outbox_oldest_age_seconds: oldest,
+        outbox_backlog: outbox.events,
+        outbox_oldest_age_seconds: outbox.oldest_age_seconds,
         relay_leader: relay_leader(&write).await?,
         dead_letters: dead_letters(&read_model).await?,
         live_generation: GenerationStatus::from(&live),

@@ -1,11 +1,14 @@
 //! The event store in the write database: loading orders by folding their
 //! events, and appending events, outbox rows and idempotency keys in one
-//! transaction.
+//! transaction. Also the reads that audits and rebuilds make of the whole
+//! store (`orderctl`): snapshots, event streams, per-order digests and the
+//! outbox backlog, so that no other module queries these tables.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use futures::{Stream, TryStreamExt};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use uuid::Uuid;
 
 use crate::{
@@ -219,4 +222,195 @@ pub async fn republish(conn: &mut PgConnection, from: i64, to: i64) -> Result<u6
         .execute(&mut *conn)
         .await?;
     Ok(queued)
+}
+
+/// An event as stored, undecoded.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its position in the store.
+    pub position: i64,
+    /// Its id.
+    pub event_id: Uuid,
+    /// Its order.
+    pub order_id: OrderId,
+    /// The order's version after it.
+    pub version: i64,
+    /// The encoded `OrderEvent` envelope.
+    pub payload: Vec<u8>,
+}
+
+fn stored_event(row: PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        event_id: row.try_get("event_id")?,
+        order_id: OrderId::from_uuid(row.try_get("order_id")?),
+        version: row.try_get("version")?,
+        payload: row.try_get("payload")?,
+    })
+}
+
+/// One order's stream summarised (`order_digests`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderDigest {
+    /// The order.
+    pub order_id: OrderId,
+    /// How many events it has.
+    pub events: i64,
+    /// The highest version Kafka has acknowledged with every version below it:
+    /// one below the lowest version still in the outbox, else the last version.
+    pub published_through: i64,
+    /// `HISTORY_DIGEST` over all its events.
+    pub digest: String,
+}
+
+/// How an order's events are summarised for comparison with another copy of
+/// them: the md5 (hex) of `event_id:version` for every event, in version
+/// order, joined by `,`. The read model's `order_history` digest is the same.
+pub const HISTORY_DIGEST: &str =
+    "md5(string_agg(event_id::text || ':' || version::text, ',' ORDER BY version))";
+
+/// The outbox: events committed but not yet acknowledged by Kafka.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxBacklog {
+    /// How many.
+    pub events: i64,
+    /// Age of the oldest, in seconds.
+    pub oldest_age_seconds: Option<f64>,
+}
+
+/// A read-only transaction that sees one snapshot of the store, taken when
+/// this returns: later commits are invisible to every statement run in it.
+pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let mut tx = pool.begin().await?;
+    tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    // The snapshot is taken by the first statement, not by BEGIN.
+    tx.execute("SELECT 1").await?;
+    Ok(tx)
+}
+
+/// How many events are stored.
+pub async fn event_count(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Every stored event in position order, read as it is consumed.
+pub fn events_in_position_order(
+    conn: &mut PgConnection,
+) -> impl Stream<Item = Result<StoredEvent, StoreError>> + '_ {
+    sqlx::query(
+        "SELECT position, event_id, order_id, version, payload FROM events ORDER BY position",
+    )
+    .fetch(conn)
+    .map_err(StoreError::from)
+    .and_then(|row| async move { stored_event(row) })
+}
+
+/// Every stored event by order id, each order's in version order, read as it
+/// is consumed.
+pub fn events_by_order(
+    conn: &mut PgConnection,
+) -> impl Stream<Item = Result<StoredEvent, StoreError>> + '_ {
+    sqlx::query(
+        "SELECT position, event_id, order_id, version, payload FROM events \
+         ORDER BY order_id, version",
+    )
+    .fetch(conn)
+    .map_err(StoreError::from)
+    .and_then(|row| async move { stored_event(row) })
+}
+
+/// Every order's `OrderDigest`, by order id, read as it is consumed. The
+/// outbox and the events are read in one statement, so `published_through`
+/// agrees with the events seen.
+pub fn order_digests(
+    conn: &mut PgConnection,
+) -> impl Stream<Item = Result<OrderDigest, StoreError>> + '_ {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH unpublished AS ( \
+               SELECT e.order_id, min(e.version) AS version \
+               FROM outbox o JOIN events e ON e.position = o.event_position \
+               GROUP BY e.order_id) \
+             SELECT d.order_id, d.events, coalesce(u.version - 1, d.last_version) AS through, \
+                    d.digest \
+             FROM (SELECT order_id, count(*) AS events, max(version) AS last_version, \
+                          {HISTORY_DIGEST} AS digest \
+                   FROM events GROUP BY order_id) d \
+             LEFT JOIN unpublished u ON u.order_id = d.order_id \
+             ORDER BY d.order_id"
+        )
+    });
+    sqlx::query(&SQL)
+        .fetch(conn)
+        .map_err(StoreError::from)
+        .and_then(|row| async move {
+            Ok(OrderDigest {
+                order_id: OrderId::from_uuid(row.try_get("order_id")?),
+                events: row.try_get("events")?,
+                published_through: row.try_get("through")?,
+                digest: row.try_get("digest")?,
+            })
+        })
+}
+
+/// `HISTORY_DIGEST` of each given order's events up to the given version
+/// (absent orders are left out). Stored events never change, so any snapshot
+/// that holds those versions gives the same answer.
+pub async fn digests_through(
+    conn: &mut PgConnection,
+    orders: &[(OrderId, i64)],
+) -> Result<HashMap<OrderId, String>, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT e.order_id, {HISTORY_DIGEST} AS digest \
+             FROM UNNEST($1::uuid[], $2::int8[]) AS u(order_id, through) \
+             JOIN events e ON e.order_id = u.order_id AND e.version <= u.through \
+             GROUP BY e.order_id"
+        )
+    });
+    if orders.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (ids, versions): (Vec<Uuid>, Vec<i64>) =
+        orders.iter().map(|(id, v)| (id.as_uuid(), *v)).unzip();
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(&SQL)
+        .bind(ids)
+        .bind(versions)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, digest)| (OrderId::from_uuid(id), digest))
+        .collect())
+}
+
+/// The ids of an order's events with versions `1..=through`, in version order.
+pub async fn event_ids(
+    conn: &mut PgConnection,
+    order_id: OrderId,
+    through: i64,
+) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE order_id = $1 AND version <= $2 ORDER BY version",
+    )
+    .bind(order_id.as_uuid())
+    .bind(through)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// What the outbox holds now.
+pub async fn outbox_backlog(pool: &PgPool) -> Result<OutboxBacklog, StoreError> {
+    let (events, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(enqueued_at))::float8 FROM outbox",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(OutboxBacklog {
+        events,
+        oldest_age_seconds,
+    })
 }

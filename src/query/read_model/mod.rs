@@ -11,6 +11,7 @@
 
 mod batch;
 mod copy;
+pub mod digest;
 mod history;
 mod orders;
 mod parked;

@@ -5,6 +5,7 @@ mod cli;
 mod dead_letters;
 mod rebuild;
 mod scale;
+mod verify;
 
 use std::{
     path::Path,

@@ -30,31 +30,30 @@
 //!
 //! Memory is bounded by the chunks: at most `CHUNK_EVENTS` events per chunk.
 //! From the store, orders are dealt by id to `STORE_WRITERS` writers, each
-//! with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one written. From the topic, each partition has a writer of its own (one
-//! transaction at a time per partition; an order's events all live in one
-//! partition), with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one
-//! written per partition. Add the folded state of the orders of the chunks
-//! being written. Nothing is kept between chunks: each loads the orders it
-//! touches.
+//! with one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one written.
+//! From the topic, each partition has a writer of its own (one transaction at
+//! a time per partition; an order's events all live in one partition), with
+//! one chunk being filled, `CHUNKS_IN_FLIGHT` queued and one written per
+//! partition. Add the folded state of the orders of the chunks being written.
+//! Nothing is kept between chunks: each loads the orders it touches.
+//!
+//! This module orchestrates (steps 1, 2, 5 and 6); step 3 is `store`, step 4
+//! `loader`, and `progress` the bar the CLI shows on a terminal.
+
+mod loader;
+mod progress;
+mod store;
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
-use futures::TryStreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use rdkafka::{
-    Message, Offset, TopicPartitionList,
     admin::{AdminClient, AdminOptions},
     client::DefaultClientContext,
-    consumer::{BaseConsumer, Consumer},
-    error::KafkaError,
 };
 use serde::Serialize;
-use sqlx::{Executor, PgPool, Row};
-use tokio::sync::mpsc;
 
 use crate::{
     admin::{
@@ -72,6 +71,8 @@ use crate::{
         },
     },
 };
+
+use self::{loader::Loader, progress::Progress, store::seed_from_store};
 
 /// Advisory lock (by name) that admits one rebuild at a time per read database.
 pub const REBUILD_LOCK: &str = "orders.rebuild";
@@ -438,100 +439,6 @@ impl Builder {
     }
 }
 
-/// Seeds the new generation from the event store; returns the events applied.
-async fn seed_from_store(
-    write: &PgPool,
-    read_model: &ReadModel,
-    condition: WriteCondition,
-    offsets: &TopicOffsets,
-    progress: &Progress,
-) -> Result<u64, AdminError> {
-    // The end offsets first: every event below them was committed before the
-    // snapshot below is taken, so it is in it; every later one is consumed.
-    let ends: HashMap<i32, i64> = offsets.end_offsets().await?.into_iter().collect();
-    read_model.seed_positions(offsets.topic(), &ends).await?;
-    // Orders are dealt to `STORE_WRITERS` lanes by id, each with a writer of
-    // its own: an order's events stay in one lane, in position order.
-    let (mut lanes, mut receivers) = (vec![], vec![]);
-    for _ in 0..STORE_WRITERS {
-        let (sender, receiver) = mpsc::channel::<Vec<Incoming>>(CHUNKS_IN_FLIGHT);
-        lanes.push(sender);
-        receivers.push(receiver);
-    }
-    // Reads (and decodes) the next chunks while the current ones are written.
-    let reader = tokio::spawn({
-        let (write, progress_bar) = (write.clone(), progress.bar.clone());
-        async move {
-            let mut tx = write.begin().await?;
-            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await?;
-            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-                .fetch_one(&mut *tx)
-                .await?;
-            Progress::store_on(&progress_bar, total);
-            let mut chunks: Vec<Vec<Incoming>> = (0..STORE_WRITERS).map(|_| vec![]).collect();
-            {
-                let mut rows =
-                    sqlx::query("SELECT position, payload FROM events ORDER BY position")
-                        .fetch(&mut *tx);
-                while let Some(row) = rows.try_next().await? {
-                    let item =
-                        Incoming::from_store(row.try_get("position")?, row.try_get("payload")?)?;
-                    let lane = match &item {
-                        Incoming::Event { meta, .. } => {
-                            (meta.order_id.as_uuid().as_u128() % STORE_WRITERS as u128) as usize
-                        }
-                        Incoming::Dead(_) => 0,
-                    };
-                    chunks[lane].push(item);
-                    if chunks[lane].len() == CHUNK_EVENTS
-                        && lanes[lane]
-                            .send(std::mem::take(&mut chunks[lane]))
-                            .await
-                            .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-            }
-            for (chunk, lane) in chunks.into_iter().zip(&lanes) {
-                if !chunk.is_empty() {
-                    let _ = lane.send(chunk).await;
-                }
-            }
-            tx.commit().await?;
-            Ok::<_, AdminError>(())
-        }
-    });
-    let read = std::sync::atomic::AtomicU64::new(0);
-    let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
-        let mut applied = 0;
-        let mut states = OrderStates::new(WRITER_KEPT_STATES);
-        while let Some(chunk) = received.recv().await {
-            let chunk_len = chunk.len() as u64;
-            // The positions were stored above; the store's events do not move them.
-            match write_chunk(read_model, condition, "", None, &chunk, &mut states).await? {
-                Outcome::Committed { counts, .. } => applied += counts.applied,
-                Outcome::Fenced => unreachable!("no position is moved"),
-                Outcome::Closed => {
-                    return Err(QueryError::GenerationClosed(condition.generation).into());
-                }
-            }
-            let read = read.fetch_add(chunk_len, std::sync::atomic::Ordering::Relaxed);
-            progress.stored(read + chunk_len);
-        }
-        Ok::<_, AdminError>(applied)
-    }))
-    .await;
-    drop(receivers);
-    let reading = reader
-        .await
-        .map_err(|e| AdminError::Invalid(format!("store reader failed: {e}")))?;
-    let applied = written?.iter().sum();
-    reading?;
-    Ok(applied)
-}
-
 /// Orders whose state each rebuild writer keeps between its chunks.
 const WRITER_KEPT_STATES: usize = 65_536;
 
@@ -555,226 +462,6 @@ async fn write_chunk(
     apply::apply(&target, advances, items, states, &mut Timings::default()).await
 }
 
-/// Reads the topic from stored positions with `assign()` and applies it in chunks.
-struct Loader {
-    consumer: Arc<BaseConsumer>,
-    read_model: ReadModel,
-    condition: WriteCondition,
-    topic: String,
-    /// Events applied so far.
-    applied: u64,
-}
-
-/// One chunk read from the topic: its items and each partition's move.
-struct TopicChunk {
-    items: Vec<Incoming>,
-    advances: BTreeMap<i32, (Option<i64>, i64)>,
-}
-
-impl Loader {
-    fn new(
-        settings: &KafkaSettings,
-        group: &str,
-        read_model: ReadModel,
-        condition: WriteCondition,
-        offsets: TopicOffsets,
-    ) -> Result<Self, AdminError> {
-        Ok(Self {
-            consumer: Arc::new(kafka::partition_reader(settings, group)?),
-            read_model,
-            condition,
-            topic: offsets.topic().to_owned(),
-            applied: 0,
-        })
-    }
-
-    /// Reads every partition from `positions` (the beginning where none) up to
-    /// `target` (or the partition's end, or `deadline`) and applies what it
-    /// read, a chunk per transaction.
-    async fn load(
-        &mut self,
-        positions: &HashMap<i32, i64>,
-        target: &BTreeMap<i32, i64>,
-        deadline: Option<Instant>,
-        progress: &Progress,
-    ) -> Result<(), AdminError> {
-        let starts: BTreeMap<i32, Option<i64>> = target
-            .iter()
-            .filter(|&(p, &end)| positions.get(p).is_none_or(|&at| at < end))
-            .map(|(&p, _)| (p, positions.get(&p).copied()))
-            .collect();
-        if starts.is_empty() {
-            return Ok(());
-        }
-        let mut assignment = TopicPartitionList::new();
-        for (&partition, &start) in &starts {
-            assignment.add_partition_offset(
-                &self.topic,
-                partition,
-                start.map_or(Offset::Beginning, Offset::Offset),
-            )?;
-        }
-        self.consumer.assign(&assignment)?;
-        // One writer per partition: an order's events all live in its key's
-        // partition, so partitions are written side by side, each in order.
-        let mut senders = BTreeMap::new();
-        let mut receivers = vec![];
-        for &partition in starts.keys() {
-            let (sender, receiver) = mpsc::channel::<TopicChunk>(CHUNKS_IN_FLIGHT);
-            senders.insert(partition, sender);
-            receivers.push(receiver);
-        }
-        let reader = tokio::task::spawn_blocking({
-            let (consumer, target) = (self.consumer.clone(), target.clone());
-            move || read_partitions(&consumer, starts, &target, deadline, &senders)
-        });
-        let reached = std::sync::Mutex::new(positions.clone());
-        let (read_model, condition, topic) = (&self.read_model, self.condition, &self.topic);
-        let written = futures::future::try_join_all(receivers.iter_mut().map(|received| async {
-            let mut applied = 0;
-            let mut states = OrderStates::new(WRITER_KEPT_STATES);
-            while let Some(chunk) = received.recv().await {
-                let outcome = write_chunk(
-                    read_model,
-                    condition,
-                    topic,
-                    Some(&chunk.advances),
-                    &chunk.items,
-                    &mut states,
-                )
-                .await?;
-                match outcome {
-                    Outcome::Committed { counts, .. } => applied += counts.applied,
-                    Outcome::Closed => {
-                        return Err(QueryError::GenerationClosed(condition.generation).into());
-                    }
-                    Outcome::Fenced => {
-                        return Err(AdminError::Query(QueryError::Conflict(
-                            "another writer moved the rebuilt generation's positions".into(),
-                        )));
-                    }
-                }
-                let mut reached = reached.lock().expect("progress lock");
-                for (&p, &(_, next)) in &chunk.advances {
-                    reached.insert(p, next);
-                }
-                progress.offsets(&reached, target);
-            }
-            Ok(applied)
-        }))
-        .await
-        .map(|applied| self.applied += applied.iter().sum::<u64>());
-        drop(receivers);
-        let reading = reader
-            .await
-            .map_err(|e| AdminError::Invalid(format!("topic reader failed: {e}")))?;
-        // Nothing more is read until the next round assigns again.
-        self.consumer.unassign()?;
-        written?;
-        reading
-    }
-}
-
-/// Polls the assigned partitions from `starts` until each reaches `target`
-/// (or its end, or `deadline` passes), sending each partition's chunks (of
-/// at most `CHUNK_EVENTS`) to its writer.
-fn read_partitions(
-    consumer: &BaseConsumer,
-    starts: BTreeMap<i32, Option<i64>>,
-    target: &BTreeMap<i32, i64>,
-    deadline: Option<Instant>,
-    writers: &BTreeMap<i32, mpsc::Sender<TopicChunk>>,
-) -> Result<(), AdminError> {
-    /// One partition being read: where its next chunk starts, the next offset
-    /// read, the chunk in hand, and whether it is done.
-    struct Reading {
-        from: Option<i64>,
-        next: Option<i64>,
-        items: Vec<Incoming>,
-        done: bool,
-    }
-    impl Reading {
-        /// Sends the chunk in hand; `false` once the writer is gone.
-        fn flush(&mut self, partition: i32, writer: &mpsc::Sender<TopicChunk>) -> bool {
-            let Some(next) = self.next else { return true };
-            if self.from == Some(next) {
-                return true;
-            }
-            let chunk = TopicChunk {
-                items: std::mem::take(&mut self.items),
-                advances: BTreeMap::from([(partition, (self.from, next))]),
-            };
-            self.from = Some(next);
-            writer.blocking_send(chunk).is_ok()
-        }
-    }
-    let mut reading: BTreeMap<i32, Reading> = starts
-        .into_iter()
-        .map(|(p, start)| {
-            let state = Reading {
-                from: start,
-                next: start,
-                items: vec![],
-                done: false,
-            };
-            (p, state)
-        })
-        .collect();
-    let mut open = reading.len();
-    let finish = |state: &mut Reading, open: &mut usize| {
-        if !state.done {
-            state.done = true;
-            *open -= 1;
-        }
-    };
-    while open > 0 && deadline.is_none_or(|d| Instant::now() < d) {
-        match consumer.poll(READ_IDLE) {
-            None => {
-                for (&partition, state) in &mut reading {
-                    if !state.items.is_empty() && !state.flush(partition, &writers[&partition]) {
-                        return Ok(());
-                    }
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if let Some(state) = reading.get_mut(&partition) {
-                    finish(state, &mut open);
-                }
-            }
-            Some(Err(error)) => return Err(error.into()),
-            Some(Ok(message)) => {
-                let partition = message.partition();
-                let (Some(&end), Some(state)) =
-                    (target.get(&partition), reading.get_mut(&partition))
-                else {
-                    continue;
-                };
-                if state.done || message.offset() >= end {
-                    finish(state, &mut open);
-                    continue;
-                }
-                if state.next.is_some_and(|at| message.offset() < at) {
-                    continue;
-                }
-                state.next = Some(message.offset() + 1);
-                state.items.push(Incoming::from_message(&message));
-                if message.offset() + 1 >= end {
-                    finish(state, &mut open);
-                }
-                if state.items.len() >= CHUNK_EVENTS
-                    && !state.flush(partition, &writers[&partition])
-                {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    for (&partition, state) in &mut reading {
-        state.flush(partition, &writers[&partition]);
-    }
-    Ok(())
-}
-
 /// Deletes the rebuild's consumer group (best effort: it only holds courtesy offsets).
 async fn delete_group(settings: &KafkaSettings, group: &str) {
     let deleted = async {
@@ -792,71 +479,6 @@ async fn delete_group(settings: &KafkaSettings, group: &str) {
             }
         }
         Err(error) => tracing::debug!(%error, "rebuild consumer group not deleted"),
-    }
-}
-
-/// The progress bar (hidden unless asked for).
-struct Progress {
-    bar: ProgressBar,
-}
-
-impl Progress {
-    fn new(enabled: bool, generation: i32) -> Self {
-        let bar = if enabled {
-            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stdout())
-        } else {
-            ProgressBar::hidden()
-        };
-        let style = ProgressStyle::with_template(
-            "{spinner} {prefix} {elapsed_precise} [{wide_bar}] {pos}/{len} {rate} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .with_key(
-            "rate",
-            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0}/s", state.per_sec());
-            },
-        )
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(format!("g{generation}"));
-        if enabled {
-            bar.enable_steady_tick(Duration::from_millis(200));
-        }
-        Self { bar }
-    }
-
-    fn phase(&self, phase: &str) {
-        self.bar.set_message(phase.to_owned());
-    }
-
-    fn store_on(bar: &ProgressBar, total: i64) {
-        bar.set_message("store");
-        bar.set_length(u64::try_from(total).unwrap_or(0));
-        bar.set_position(0);
-        bar.reset_eta();
-    }
-
-    fn stored(&self, read: u64) {
-        self.bar.set_position(read);
-    }
-
-    fn offsets(&self, positions: &HashMap<i32, i64>, target: &BTreeMap<i32, i64>) {
-        let end: i64 = target.values().sum();
-        let at: i64 = target
-            .iter()
-            .map(|(p, &end)| positions.get(p).copied().unwrap_or(0).min(end))
-            .sum();
-        let lag = topic::lag(positions, target);
-        if self.bar.length() != Some(u64::try_from(end).unwrap_or(0)) {
-            self.bar.set_length(u64::try_from(end).unwrap_or(0));
-        }
-        self.bar.set_position(u64::try_from(at).unwrap_or(0));
-        self.bar.set_message(format!("lag {lag}"));
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
     }
 }
 
