@@ -9,6 +9,7 @@ pub mod admin;
 pub mod codec;
 pub mod command;
 pub mod config;
+pub mod digest;
 pub mod domain;
 pub mod kafka;
 pub mod metrics;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     codec,
+    digest::HISTORY_DIGEST,
     domain::{Order, OrderId, evolve},
 };
 
@@ -262,12 +263,6 @@ pub struct OrderDigest {
     /// `HISTORY_DIGEST` over all its events.
     pub digest: String,
 }
-
-/// How an order's events are summarised for comparison with another copy of
-/// them: the md5 (hex) of `event_id:version` for every event, in version
-/// order, joined by `,`. The read model's `order_history` digest is the same.
-pub const HISTORY_DIGEST: &str =
-    "md5(string_agg(event_id::text || ':' || version::text, ',' ORDER BY version))";
 
 /// The outbox: events committed but not yet acknowledged by Kafka.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,7 +15,7 @@
 //!   (step 3, two connections sharing one snapshot);
 //! - the store's events in order id and version order (step 4).
 //!
-//! A history is compared by digest (`command::store::HISTORY_DIGEST`, the
+//! A history is compared by digest (`digest::HISTORY_DIGEST`, the
 //! same expression on both sides). When the order's projected version is the
 //! store's version of step 1, the two streamed digests are compared; otherwise
 //! (a lagging order, or one that moved between the snapshots) the store's

@@ -12,13 +12,7 @@ use sqlx::{Executor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::ReadModel;
-use crate::query::QueryError;
-
-/// How an order's history is summarised: the md5 (hex) of `event_id:version`
-/// for every row, in version order, joined by `,`. The event store's digest
-/// (`command::store::HISTORY_DIGEST`) is the same expression.
-const HISTORY_DIGEST: &str =
-    "md5(string_agg(event_id::text || ':' || version::text, ',' ORDER BY version))";
+use crate::{digest::HISTORY_DIGEST, query::QueryError};
 
 /// One order's `order_history`, summarised.
 #[derive(Debug, Clone, PartialEq, Eq)]
