@@ -18,8 +18,7 @@
 //! paused past the group's session timeout) stops the cache from answering
 //! before another member can have taken its partitions over.
 //!
-//! Bounded: two segments of at most `capacity / 2` orders; when the newer
-//! fills up, the older is dropped.
+//! Bounded (`query::segments`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -33,7 +32,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{metrics, query::read_model::OrderView};
+use crate::{
+    metrics,
+    query::{read_model::OrderView, segments::Segments},
+};
 
 /// Orders the cache holds at most (about 400 bytes each).
 pub const DEFAULT_CAPACITY: usize = 16_384;
@@ -59,8 +61,7 @@ impl Entry {
 
 #[derive(Debug)]
 struct Inner {
-    newer: HashMap<Uuid, Entry>,
-    older: HashMap<Uuid, Entry>,
+    entries: Segments<Entry>,
     /// The generation the entries belong to.
     generation: i32,
     /// When this process's projector last committed.
@@ -69,32 +70,10 @@ struct Inner {
     lease_until: Option<Instant>,
 }
 
-impl Inner {
-    fn get(&self, order_id: &Uuid) -> Option<&Entry> {
-        self.newer
-            .get(order_id)
-            .or_else(|| self.older.get(order_id))
-    }
-
-    fn put(&mut self, order_id: Uuid, entry: Entry, segment: usize) {
-        self.older.remove(&order_id);
-        self.newer.insert(order_id, entry);
-        if self.newer.len() >= segment {
-            self.older = std::mem::take(&mut self.newer);
-        }
-    }
-
-    fn clear(&mut self) {
-        self.newer.clear();
-        self.older.clear();
-    }
-}
-
 /// The read cache of one `order-query` process; clones share it.
 #[derive(Debug, Clone)]
 pub struct ReadCache {
     inner: Arc<Mutex<Inner>>,
-    segment: usize,
     hits: Arc<AtomicU64>,
     misses: Arc<AtomicU64>,
 }
@@ -113,13 +92,11 @@ impl ReadCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
-                newer: HashMap::new(),
-                older: HashMap::new(),
+                entries: Segments::new(capacity),
                 generation: 0,
                 projected_at: None,
                 lease_until: None,
             })),
-            segment: (capacity / 2).max(1),
             hits: Arc::default(),
             misses: Arc::default(),
         }
@@ -137,7 +114,7 @@ impl ReadCache {
             && inner
                 .lease_until
                 .is_some_and(|until| Instant::now() < until);
-        let hit = match inner.get(order_id) {
+        let hit = match inner.entries.get(order_id) {
             Some(Entry::Ready { view, .. }) if live => Some(Hit {
                 view: view.clone(),
                 projected_at: inner.projected_at,
@@ -163,7 +140,7 @@ impl ReadCache {
     pub fn begin(&self, orders: &HashMap<Uuid, i32>) {
         let mut inner = self.lock();
         for (&order_id, &partition) in orders {
-            inner.put(order_id, Entry::Pending { partition }, self.segment);
+            inner.entries.insert(order_id, Entry::Pending { partition });
         }
     }
 
@@ -178,7 +155,7 @@ impl ReadCache {
     ) {
         let mut inner = self.lock();
         if inner.generation != generation {
-            inner.clear();
+            inner.entries.clear();
             inner.generation = generation;
         }
         inner.projected_at = Some(at);
@@ -193,11 +170,10 @@ impl ReadCache {
                 view: Arc::new(view),
                 partition,
             };
-            inner.put(order_id, entry, self.segment);
+            inner.entries.insert(order_id, entry);
         }
         for order_id in begun.keys().filter(|id| !written.contains(id)) {
-            inner.newer.remove(order_id);
-            inner.older.remove(order_id);
+            inner.entries.remove(order_id);
         }
     }
 
@@ -205,31 +181,25 @@ impl ReadCache {
     pub fn abandon(&self, begun: &HashMap<Uuid, i32>) {
         let mut inner = self.lock();
         for order_id in begun.keys() {
-            inner.newer.remove(order_id);
-            inner.older.remove(order_id);
+            inner.entries.remove(order_id);
         }
     }
 
     /// Forgets the orders of `partitions` (revoked from this process).
     pub fn drop_partitions(&self, partitions: &[i32]) {
-        let mut inner = self.lock();
-        inner
-            .newer
-            .retain(|_, e| !partitions.contains(&e.partition()));
-        inner
-            .older
-            .retain(|_, e| !partitions.contains(&e.partition()));
+        self.lock()
+            .entries
+            .retain(|e| !partitions.contains(&e.partition()));
     }
 
     /// Forgets every order.
     pub fn clear(&self) {
-        self.lock().clear();
+        self.lock().entries.clear();
     }
 
     /// Orders held (pending included).
     pub fn len(&self) -> usize {
-        let inner = self.lock();
-        inner.newer.len() + inner.older.len()
+        self.lock().entries.len()
     }
 
     /// Whether it holds nothing.

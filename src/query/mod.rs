@@ -16,6 +16,7 @@
 //! - `liveness`: tells a projector consumer that librdkafka has wedged.
 //! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters.
 //! - `watchdog`: tells a stalled projection (lag, positions standing still) for health.
+//! - `segments`: the bounded map of orders the kept states and the cache use.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 
 pub mod app;
@@ -29,6 +30,7 @@ pub mod liveness;
 pub mod page_token;
 pub mod projector;
 pub mod read_model;
+pub mod segments;
 pub mod watch;
 pub mod watchdog;
 

@@ -88,26 +88,24 @@ impl ProjectionWatch {
 
     /// Wakes the waiters of the orders in one NOTIFY payload.
     pub fn announce(&self, payload: &str) {
-        let waiting = self.waiting.lock().expect("watch lock");
-        if waiting.is_empty() {
-            return;
-        }
-        for (order_id, version) in parse_notification(payload) {
-            if let Some(sender) = waiting.get(&order_id) {
-                sender.send_modify(|v| *v = (*v).max(version));
-            }
-        }
+        self.wake(parse_notification(payload));
     }
 
     /// Wakes the waiters of these orders (a commit of this process's projector).
     pub fn announce_versions(&self, versions: &[(Uuid, u64)]) {
+        self.wake(versions.iter().copied());
+    }
+
+    /// Wakes the waiters of each order with at least its version (nothing is
+    /// parsed while nobody waits).
+    fn wake(&self, versions: impl Iterator<Item = (Uuid, u64)>) {
         let waiting = self.waiting.lock().expect("watch lock");
         if waiting.is_empty() {
             return;
         }
         for (order_id, version) in versions {
-            if let Some(sender) = waiting.get(order_id) {
-                sender.send_modify(|v| *v = (*v).max(*version));
+            if let Some(sender) = waiting.get(&order_id) {
+                sender.send_modify(|v| *v = (*v).max(version));
             }
         }
     }

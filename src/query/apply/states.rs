@@ -1,17 +1,16 @@
 //! The state of recently written orders, kept in memory by a projector (or a
 //! rebuild's writer) so that a batch needs no load round trip for them.
 //!
-//! Bounded: two segments of at most `capacity / 2` entries; when the newer
-//! one fills up, the older one is dropped (an approximate LRU that needs no
-//! bookkeeping per read). A stale entry cannot corrupt the projection: every
+//! Bounded (`query::segments`). A stale entry cannot corrupt the projection: every
 //! write is fenced by the partitions' stored positions and by each order's
 //! version (`Applied::Stale`), after which the whole cache is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use uuid::Uuid;
-
-use crate::query::read_model::{OrderView, ParkedEvent};
+use crate::query::{
+    read_model::{OrderView, ParkedEvent},
+    segments::Segments,
+};
 
 /// An order as a batch left it: its view (none before version 1 arrives)
 /// and its stored parked events by version.
@@ -23,62 +22,13 @@ pub struct OrderState {
     pub parked: BTreeMap<u64, ParkedEvent>,
 }
 
-/// Recently written orders' states, bounded.
-#[derive(Debug)]
-pub struct OrderStates {
-    newer: HashMap<Uuid, OrderState>,
-    older: HashMap<Uuid, OrderState>,
-    segment: usize,
-}
-
-impl OrderStates {
-    /// Keeps at most about `capacity` orders (0: none).
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            newer: HashMap::new(),
-            older: HashMap::new(),
-            segment: capacity / 2,
-        }
-    }
-
-    /// The state of `order_id`, if kept.
-    pub fn get(&self, order_id: &Uuid) -> Option<&OrderState> {
-        self.newer
-            .get(order_id)
-            .or_else(|| self.older.get(order_id))
-    }
-
-    /// Keeps `state` as the state of `order_id`.
-    pub fn insert(&mut self, order_id: Uuid, state: OrderState) {
-        if self.segment == 0 {
-            return;
-        }
-        self.older.remove(&order_id);
-        self.newer.insert(order_id, state);
-        if self.newer.len() >= self.segment {
-            self.older = std::mem::take(&mut self.newer);
-        }
-    }
-
-    /// Forgets every order (after a fence, a stale write, a rebalance).
-    pub fn clear(&mut self) {
-        self.newer.clear();
-        self.older.clear();
-    }
-
-    /// How many orders are kept.
-    pub fn len(&self) -> usize {
-        self.newer.len() + self.older.len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+/// Recently written orders' states, bounded (see `Segments`).
+pub type OrderStates = Segments<OrderState>;
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     #[test]

@@ -211,11 +211,6 @@ impl ReadModel {
         )))
     }
 
-    /// One order with its lines.
-    pub async fn get_order(&self, order_id: Uuid) -> Result<Option<OrderView>, QueryError> {
-        Ok(self.get_order_fresh(order_id).await?.map(|(view, _)| view))
-    }
-
     /// The order's projected version, if it is projected.
     pub async fn order_version(&self, order_id: Uuid) -> Result<Option<u64>, QueryError> {
         let version: Option<i64> = sqlx::query_scalar(&self.sql.orders.version)
