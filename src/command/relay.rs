@@ -219,8 +219,7 @@ impl Relay {
             self.producer = kafka::idempotent_producer(&self.kafka)?;
             self.delivered_at = Instant::now();
         }
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(&ids[..delivered])
+        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids[..delivered])
             .execute(&mut *conn)
             .await?;
         Ok(StepOutcome::Published {
