@@ -8,9 +8,14 @@ use std::{fmt, str::FromStr};
 
 use crate::query::QueryError;
 
-/// Advisory lock serialising every migration of the read database.
-pub(crate) const MIGRATE_LOCK: &str =
-    "SELECT pg_advisory_lock(hashtext('orders.read_model.migrate'))";
+/// Takes the advisory lock serialising every migration of the read database,
+/// for the session of `conn` (its migration ends by closing it).
+pub(crate) async fn lock_migrations(conn: &mut sqlx::PgConnection) -> Result<(), QueryError> {
+    sqlx::query!("SELECT pg_advisory_lock(hashtext('orders.read_model.migrate'))")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

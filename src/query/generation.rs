@@ -16,14 +16,14 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, Executor, PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::sync::watch;
 
 pub use crate::query::control::{GenerationState, WriteCondition};
 use crate::query::{
     QueryError,
-    control::MIGRATE_LOCK,
-    read_model::{DEFAULT_SCHEMA, ReadModel},
+    control::lock_migrations,
+    read_model::{DEFAULT_SCHEMA, ReadModel, checked_schema},
 };
 
 /// NOTIFY channel announcing a switch of the live generation (payload: its number).
@@ -31,9 +31,6 @@ pub const GENERATION_CHANNEL: &str = "projection_generation";
 
 /// Migrations of the control table, applied in schema `public`.
 static CONTROL_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/read/control");
-
-const COLUMNS: &str = "generation, schema_name, state, source, consumer_group, created_at, \
-                       switched_at, retired_at, dropped_at, note";
 
 /// Where a rebuild reads the history it projects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,19 +97,35 @@ pub struct Generation {
     pub note: Option<String>,
 }
 
-impl Generation {
-    fn from_row(row: &PgRow) -> Result<Self, QueryError> {
+/// A control table row as selected.
+struct GenerationRow {
+    generation: i32,
+    schema_name: String,
+    state: String,
+    source: String,
+    consumer_group: Option<String>,
+    created_at: DateTime<Utc>,
+    switched_at: Option<DateTime<Utc>>,
+    retired_at: Option<DateTime<Utc>>,
+    dropped_at: Option<DateTime<Utc>>,
+    note: Option<String>,
+}
+
+impl TryFrom<GenerationRow> for Generation {
+    type Error = QueryError;
+
+    fn try_from(row: GenerationRow) -> Result<Self, QueryError> {
         Ok(Self {
-            generation: row.try_get("generation")?,
-            schema: row.try_get("schema_name")?,
-            state: row.try_get::<String, _>("state")?.parse()?,
-            source: row.try_get::<String, _>("source")?.parse()?,
-            consumer_group: row.try_get("consumer_group")?,
-            created_at: row.try_get("created_at")?,
-            switched_at: row.try_get("switched_at")?,
-            retired_at: row.try_get("retired_at")?,
-            dropped_at: row.try_get("dropped_at")?,
-            note: row.try_get("note")?,
+            generation: row.generation,
+            schema: row.schema_name,
+            state: row.state.parse()?,
+            source: row.source.parse()?,
+            consumer_group: row.consumer_group,
+            created_at: row.created_at,
+            switched_at: row.switched_at,
+            retired_at: row.retired_at,
+            dropped_at: row.dropped_at,
+            note: row.note,
         })
     }
 }
@@ -148,16 +161,17 @@ impl Generations {
     pub async fn bootstrap(&self) -> Result<Generation, QueryError> {
         let mut conn = self.pool.acquire().await?.detach();
         let migrated = async {
-            conn.execute(MIGRATE_LOCK).await?;
+            lock_migrations(&mut conn).await?;
             conn.execute("SET search_path TO public").await?;
             CONTROL_MIGRATOR.run(&mut conn).await?;
-            sqlx::query(
-                "INSERT INTO public.projection_generation (generation, schema_name, state, source, switched_at) \
-                 SELECT 1, $1, 'live', 'topic', now() \
-                 WHERE NOT EXISTS (SELECT 1 FROM public.projection_generation) \
+            sqlx::query!(
+                "INSERT INTO public.projection_generation
+                     (generation, schema_name, state, source, switched_at)
+                 SELECT 1, $1, 'live', 'topic', now()
+                 WHERE NOT EXISTS (SELECT 1 FROM public.projection_generation)
                  ON CONFLICT DO NOTHING",
+                schema_of(1)
             )
-            .bind(schema_of(1))
             .execute(&mut conn)
             .await?;
             Ok::<_, QueryError>(())
@@ -170,36 +184,44 @@ impl Generations {
 
     /// The live generation.
     pub async fn live(&self) -> Result<Generation, QueryError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM public.projection_generation WHERE state = 'live'"
-        ))
+        sqlx::query_as!(
+            GenerationRow,
+            "SELECT generation, schema_name, state, source, consumer_group, created_at,
+                    switched_at, retired_at, dropped_at, note
+             FROM public.projection_generation WHERE state = 'live'"
+        )
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| QueryError::Config("the read database has no live generation".into()))?;
-        Generation::from_row(&row)
+        .ok_or_else(|| QueryError::Config("the read database has no live generation".into()))?
+        .try_into()
     }
 
     /// The generation being built, if any.
     pub async fn building(&self) -> Result<Option<Generation>, QueryError> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM public.projection_generation WHERE state = 'building'"
-        ))
+        sqlx::query_as!(
+            GenerationRow,
+            "SELECT generation, schema_name, state, source, consumer_group, created_at,
+                    switched_at, retired_at, dropped_at, note
+             FROM public.projection_generation WHERE state = 'building'"
+        )
         .fetch_optional(&self.pool)
         .await?
-        .as_ref()
-        .map(Generation::from_row)
+        .map(Generation::try_from)
         .transpose()
     }
 
     /// Every generation, oldest first.
     pub async fn all(&self) -> Result<Vec<Generation>, QueryError> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM public.projection_generation ORDER BY generation"
-        ))
+        sqlx::query_as!(
+            GenerationRow,
+            "SELECT generation, schema_name, state, source, consumer_group, created_at,
+                    switched_at, retired_at, dropped_at, note
+             FROM public.projection_generation ORDER BY generation"
+        )
         .fetch_all(&self.pool)
         .await?
-        .iter()
-        .map(Generation::from_row)
+        .into_iter()
+        .map(Generation::try_from)
         .collect()
     }
 
@@ -213,33 +235,38 @@ impl Generations {
         // Callers hold the rebuild lock; a racing creator would fail on the
         // primary key or on the one-building index, never share a generation.
         let mut tx = self.pool.begin().await?;
-        let next: i32 = sqlx::query_scalar(
-            "SELECT coalesce(max(generation), 0) + 1 FROM public.projection_generation",
+        let next = sqlx::query_scalar!(
+            r#"SELECT coalesce(max(generation), 0) + 1 AS "next!"
+               FROM public.projection_generation"#
         )
         .fetch_one(&mut *tx)
         .await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO public.projection_generation (generation, schema_name, state, source, consumer_group) \
-             VALUES ($1, $2, 'building', $3, $4) RETURNING {COLUMNS}"
-        ))
-        .bind(next)
-        .bind(schema_of(next))
-        .bind(source.as_str())
-        .bind(format!("{group_prefix}-rebuild-g{next}"))
+        let row = sqlx::query_as!(
+            GenerationRow,
+            "INSERT INTO public.projection_generation
+                 (generation, schema_name, state, source, consumer_group)
+             VALUES ($1, $2, 'building', $3, $4)
+             RETURNING generation, schema_name, state, source, consumer_group, created_at,
+                       switched_at, retired_at, dropped_at, note",
+            next,
+            schema_of(next),
+            source.as_str(),
+            format!("{group_prefix}-rebuild-g{next}")
+        )
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Generation::from_row(&row)
+        row.try_into()
     }
 
     /// Marks a building generation failed, with the reason.
     pub async fn fail(&self, generation: i32, note: &str) -> Result<(), QueryError> {
-        sqlx::query(
-            "UPDATE public.projection_generation SET state = 'failed', note = $2 \
+        sqlx::query!(
+            "UPDATE public.projection_generation SET state = 'failed', note = $2
              WHERE generation = $1 AND state = 'building'",
+            generation,
+            note
         )
-        .bind(generation)
-        .bind(note)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -250,12 +277,13 @@ impl Generations {
     /// for writes in flight.
     pub async fn freeze(&self, live: i32, lock_timeout_ms: u64) -> Result<Freeze, QueryError> {
         let mut tx = self.pool.begin().await?;
+        // A session setting of the transaction, not a statement with parameters.
         tx.execute(&*format!("SET LOCAL lock_timeout = {lock_timeout_ms}"))
             .await?;
-        let state: Option<String> = sqlx::query_scalar(
+        let state = sqlx::query_scalar!(
             "SELECT state FROM public.projection_generation WHERE generation = $1 FOR UPDATE",
+            live
         )
-        .bind(live)
         .fetch_optional(&mut *tx)
         .await?;
         if state.as_deref() != Some("live") {
@@ -269,26 +297,27 @@ impl Generations {
     /// Drops the schema of every retired or failed generation not dropped yet;
     /// returns the schemas dropped.
     pub async fn drop_retired(&self) -> Result<Vec<String>, QueryError> {
-        let doomed: Vec<(i32, String)> = sqlx::query_as(
-            "SELECT generation, schema_name FROM public.projection_generation \
-             WHERE state IN ('retired', 'failed') AND dropped_at IS NULL ORDER BY generation",
+        let doomed = sqlx::query!(
+            "SELECT generation, schema_name FROM public.projection_generation
+             WHERE state IN ('retired', 'failed') AND dropped_at IS NULL ORDER BY generation"
         )
         .fetch_all(&self.pool)
         .await?;
         let mut dropped = vec![];
-        for (generation, schema) in doomed {
-            // Validates the name before it is spliced into DDL.
-            let schema = ReadModel::new(self.pool.clone(), &schema)?
-                .schema()
-                .to_owned();
+        for row in doomed {
+            let generation = row.generation;
+            // Validated before it is spliced into DDL.
+            let schema = checked_schema(&row.schema_name)?.to_owned();
             let mut tx = self.pool.begin().await?;
-            tx.execute("SET LOCAL lock_timeout = '30s'").await?;
+            sqlx::query!("SET LOCAL lock_timeout = '30s'")
+                .execute(&mut *tx)
+                .await?;
             tx.execute(&*format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                 .await?;
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE public.projection_generation SET dropped_at = now() WHERE generation = $1",
+                generation
             )
-            .bind(generation)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -309,18 +338,18 @@ impl Freeze {
     /// Makes `building` live and retires the frozen generation, in one
     /// transaction that notifies every query server.
     pub async fn switch(mut self, building: i32) -> Result<(), QueryError> {
-        let retired = sqlx::query(
-            "UPDATE public.projection_generation SET state = 'retired', retired_at = now() \
+        let retired = sqlx::query!(
+            "UPDATE public.projection_generation SET state = 'retired', retired_at = now()
              WHERE generation = $1 AND state = 'live'",
+            self.live
         )
-        .bind(self.live)
         .execute(&mut *self.tx)
         .await?;
-        let promoted = sqlx::query(
-            "UPDATE public.projection_generation SET state = 'live', switched_at = now() \
+        let promoted = sqlx::query!(
+            "UPDATE public.projection_generation SET state = 'live', switched_at = now()
              WHERE generation = $1 AND state = 'building'",
+            building
         )
-        .bind(building)
         .execute(&mut *self.tx)
         .await?;
         if retired.rows_affected() != 1 || promoted.rows_affected() != 1 {
@@ -330,11 +359,13 @@ impl Freeze {
                 self.live
             )));
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(GENERATION_CHANNEL)
-            .bind(building.to_string())
-            .execute(&mut *self.tx)
-            .await?;
+        sqlx::query!(
+            "SELECT pg_notify($1, $2)",
+            GENERATION_CHANNEL,
+            building.to_string()
+        )
+        .execute(&mut *self.tx)
+        .await?;
         self.tx.commit().await?;
         Ok(())
     }
@@ -415,10 +446,12 @@ pub async fn try_session_lock(
     lock: &str,
 ) -> Result<Option<PgConnection>, QueryError> {
     let mut conn = PgConnection::connect(database_url).await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-        .bind(lock)
-        .fetch_one(&mut conn)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_lock(hashtext($1)) AS "locked!""#,
+        lock
+    )
+    .fetch_one(&mut conn)
+    .await?;
     if locked {
         Ok(Some(conn))
     } else {

@@ -3,16 +3,16 @@
 //! as stored (unvalidated), streamed in order id order by connections that
 //! share one snapshot, so that memory does not grow with the projection.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
 use serde::Deserialize;
-use sqlx::{Executor, Postgres, Row, Transaction};
+use sqlx::{Executor, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::ReadModel;
-use crate::{digest::HISTORY_DIGEST, query::QueryError};
+use crate::query::QueryError;
 
 /// One order's `order_history`, summarised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,47 +85,9 @@ pub struct ProjectionSnapshot {
     pub readers: Vec<SnapshotReader>,
 }
 
-/// The audit statements of one generation.
-#[derive(Debug)]
-struct AuditSql {
-    positions: String,
-    pending_events: String,
-    dead_letters: String,
-    history_digests: String,
-    orders: String,
-    history: String,
-}
-
-impl AuditSql {
-    fn new(s: &str) -> Self {
-        Self {
-            positions: format!(
-                "SELECT kafka_partition, next_offset FROM {s}.consumer_position WHERE topic = $1"
-            ),
-            pending_events: format!("SELECT count(*) FROM {s}.pending_event"),
-            dead_letters: format!("SELECT count(*) FROM {s}.dead_letter"),
-            history_digests: format!(
-                "SELECT order_id, count(*) AS events, {HISTORY_DIGEST} AS digest \
-                 FROM {s}.order_history GROUP BY order_id ORDER BY order_id"
-            ),
-            orders: format!(
-                "SELECT order_id, customer_id, status, currency_code, total_minor, version, \
-                        placed_at, updated_at, tracking_number, cancel_reason, \
-                        lines::text AS lines \
-                 FROM {s}.order_view ORDER BY order_id"
-            ),
-            history: format!(
-                "SELECT version, event_id FROM {s}.order_history \
-                 WHERE order_id = $1 ORDER BY version"
-            ),
-        }
-    }
-}
-
 /// A read-only transaction in a `ProjectionSnapshot`.
 pub struct SnapshotReader {
     tx: Transaction<'static, Postgres>,
-    sql: Arc<AuditSql>,
 }
 
 impl ReadModel {
@@ -137,11 +99,10 @@ impl ReadModel {
         readers: usize,
     ) -> Result<ProjectionSnapshot, QueryError> {
         const READ_ONLY: &str = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-        let sql = Arc::new(AuditSql::new(self.schema()));
         let mut first = self.pool().begin().await?;
         first.execute(READ_ONLY).await?;
         // Takes the snapshot; the others import it while `first` is open.
-        let id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        let id = sqlx::query_scalar!(r#"SELECT pg_export_snapshot() AS "id!""#)
             .fetch_one(&mut *first)
             .await?;
         if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -152,27 +113,32 @@ impl ReadModel {
         let mut others = Vec::with_capacity(readers.saturating_sub(1));
         for _ in 1..readers {
             let mut tx = self.pool().begin().await?;
+            // Session settings; the snapshot id is checked above.
             tx.execute(&*format!("{READ_ONLY}; SET TRANSACTION SNAPSHOT '{id}'"))
                 .await?;
-            others.push(SnapshotReader {
-                tx,
-                sql: sql.clone(),
-            });
+            others.push(SnapshotReader { tx });
         }
-        let positions: Vec<(i32, i64)> = sqlx::query_as(&sql.positions)
-            .bind(topic)
-            .fetch_all(&mut *first)
-            .await?;
-        let pending_events: i64 = sqlx::query_scalar(&sql.pending_events)
+        let positions = sqlx::query!(
+            "SELECT kafka_partition, next_offset FROM consumer_position WHERE topic = $1",
+            topic
+        )
+        .fetch_all(&mut *first)
+        .await?;
+        let pending_events =
+            sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM pending_event"#)
+                .fetch_one(&mut *first)
+                .await?;
+        let dead_letters = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM dead_letter"#)
             .fetch_one(&mut *first)
             .await?;
-        let dead_letters: i64 = sqlx::query_scalar(&sql.dead_letters)
-            .fetch_one(&mut *first)
-            .await?;
-        let mut all = vec![SnapshotReader { tx: first, sql }];
+        let positions = positions
+            .into_iter()
+            .map(|row| (row.kafka_partition, row.next_offset))
+            .collect();
+        let mut all = vec![SnapshotReader { tx: first }];
         all.extend(others);
         Ok(ProjectionSnapshot {
-            positions: positions.into_iter().collect(),
+            positions,
             pending_events,
             dead_letters,
             readers: all,
@@ -185,48 +151,42 @@ impl SnapshotReader {
     pub fn history_digests(
         &mut self,
     ) -> impl Stream<Item = Result<HistoryDigest, QueryError>> + '_ {
-        let Self { tx, sql } = self;
-        sqlx::query(&sql.history_digests)
-            .fetch(&mut **tx)
-            .map_err(QueryError::from)
-            .and_then(|row| async move {
-                Ok(HistoryDigest {
-                    order_id: row.try_get("order_id")?,
-                    events: row.try_get("events")?,
-                    digest: row.try_get("digest")?,
-                })
-            })
+        // The digest is `crate::digest::HISTORY_DIGEST`, written out.
+        sqlx::query_as!(
+            HistoryDigest,
+            r#"SELECT order_id, count(*) AS "events!",
+                      md5(string_agg(event_id::text || ':' || version::text, ',' ORDER BY version)) AS "digest!"
+               FROM order_history GROUP BY order_id ORDER BY order_id"#
+        )
+        .fetch(&mut *self.tx)
+        .map_err(QueryError::from)
     }
 
     /// Every `order_view` row, by order id, read as it is consumed.
     pub fn orders(&mut self) -> impl Stream<Item = Result<StoredOrder, QueryError>> + '_ {
-        let Self { tx, sql } = self;
-        sqlx::query(&sql.orders)
-            .fetch(&mut **tx)
-            .map_err(QueryError::from)
-            .and_then(|row| async move {
-                Ok(StoredOrder {
-                    order_id: row.try_get("order_id")?,
-                    customer_id: row.try_get("customer_id")?,
-                    status: row.try_get("status")?,
-                    currency_code: row.try_get("currency_code")?,
-                    total_minor: row.try_get("total_minor")?,
-                    version: row.try_get("version")?,
-                    placed_at: row.try_get("placed_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                    tracking_number: row.try_get("tracking_number")?,
-                    cancel_reason: row.try_get("cancel_reason")?,
-                    lines: row.try_get("lines")?,
-                })
-            })
+        sqlx::query_as!(
+            StoredOrder,
+            r#"SELECT order_id, customer_id, status, currency_code, total_minor, version,
+                      placed_at, updated_at, tracking_number, cancel_reason,
+                      lines::text AS "lines!"
+               FROM order_view ORDER BY order_id"#
+        )
+        .fetch(&mut *self.tx)
+        .map_err(QueryError::from)
     }
 
     /// One order's `order_history` as (version, event id), in version order.
     pub async fn history(&mut self, order_id: Uuid) -> Result<Vec<(i64, Uuid)>, QueryError> {
-        Ok(sqlx::query_as(&self.sql.history)
-            .bind(order_id)
-            .fetch_all(&mut *self.tx)
-            .await?)
+        let rows = sqlx::query!(
+            "SELECT version, event_id FROM order_history WHERE order_id = $1 ORDER BY version",
+            order_id
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.version, row.event_id))
+            .collect())
     }
 
     /// Ends the transaction.

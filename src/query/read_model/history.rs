@@ -1,10 +1,12 @@
 //! `order_history`: every applied event once per (order, version), as it
-//! arrived, for GetOrderHistory and audit. Its statements and `COPY` rows.
+//! arrived, for GetOrderHistory and audit. Its reads and `COPY` rows (the
+//! audit's are in `digest`).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{copy::CopyRows, to_i64};
+use super::{ReadModel, copy::CopyRows, to_i64, to_u64};
+use crate::query::QueryError;
 
 /// Where an applied or parked event was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +84,6 @@ pub struct HistoryRecord {
     pub origin: EventOrigin,
 }
 
-/// The statements on `order_history` of one generation.
-#[derive(Debug)]
-pub(super) struct Sql {
-    pub(super) page: String,
-    pub(super) copy: String,
-}
-
 /// The columns of a `COPY` row, in order.
 const COPY_COLUMNS: [&str; 12] = [
     "order_id",
@@ -105,18 +100,35 @@ const COPY_COLUMNS: [&str; 12] = [
     "store_position",
 ];
 
-impl Sql {
-    pub(super) fn new(s: &str) -> Self {
-        Self {
-            page: format!(
-                "SELECT version, payload FROM {s}.order_history \
-                 WHERE order_id = $1 AND version > $2 ORDER BY version LIMIT $3"
-            ),
-            copy: format!(
-                "COPY {s}.order_history ({}) FROM STDIN (FORMAT binary)",
-                COPY_COLUMNS.join(", ")
-            ),
-        }
+/// The `COPY` that `copy_row`'s rows feed (the macros do not take `COPY`).
+pub(super) fn copy_statement() -> String {
+    format!(
+        "COPY order_history ({}) FROM STDIN (FORMAT binary)",
+        COPY_COLUMNS.join(", ")
+    )
+}
+
+impl ReadModel {
+    /// Up to `limit` encoded events of the order with versions above `after_version`, oldest first.
+    pub async fn history(
+        &self,
+        order_id: Uuid,
+        after_version: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, Vec<u8>)>, QueryError> {
+        let rows = sqlx::query!(
+            "SELECT version, payload FROM order_history
+             WHERE order_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+            order_id,
+            to_i64(after_version),
+            i64::from(limit)
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (to_u64(row.version), row.payload))
+            .collect())
     }
 }
 

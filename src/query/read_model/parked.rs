@@ -1,11 +1,10 @@
 //! `pending_event` (events parked behind a missing version) and `dead_letter`
-//! (messages that cannot be applied): their types and statements.
+//! (messages that cannot be applied): their types and reads.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Row, postgres::PgRow};
 use uuid::Uuid;
 
-use super::history::EventOrigin;
+use super::{ReadModel, history::EventOrigin};
 use crate::query::QueryError;
 
 /// An event held back until the versions before it arrive.
@@ -51,60 +50,120 @@ pub struct StoredDeadLetter {
     pub dead_lettered_at: DateTime<Utc>,
 }
 
-pub(super) fn dead_letter_from_row(row: &PgRow) -> Result<StoredDeadLetter, QueryError> {
-    Ok(StoredDeadLetter {
-        id: row.try_get("id")?,
-        topic: row.try_get("topic")?,
-        letter: DeadLetter {
-            partition: row.try_get("kafka_partition")?,
-            offset: row.try_get("kafka_offset")?,
-            key: row.try_get("message_key")?,
-            value: row.try_get("message_value")?,
-            headers_json: row.try_get("headers")?,
-            error: row.try_get("error")?,
-        },
-        dead_lettered_at: row.try_get("dead_lettered_at")?,
-    })
+/// A `dead_letter` row as the reads select it.
+struct DeadLetterRow {
+    id: i64,
+    topic: String,
+    kafka_partition: i32,
+    kafka_offset: i64,
+    message_key: Option<Vec<u8>>,
+    message_value: Option<Vec<u8>>,
+    headers: String,
+    error: String,
+    dead_lettered_at: DateTime<Utc>,
 }
 
-/// The statements on `pending_event` and `dead_letter` of one generation.
-#[derive(Debug)]
-pub(super) struct Sql {
-    pub(super) load_pending: String,
-    pub(super) dead_letters: String,
-    pub(super) dead_letter_count: String,
-    pub(super) dead_letter: String,
-    pub(super) lock_dead_letter: String,
-    pub(super) delete_dead_letter: String,
-}
-
-impl Sql {
-    pub(super) fn new(s: &str) -> Self {
-        let letter_columns = "id, topic, kafka_partition, kafka_offset, message_key, \
-                              message_value, headers::text AS headers, error, dead_lettered_at";
+impl From<DeadLetterRow> for StoredDeadLetter {
+    fn from(row: DeadLetterRow) -> Self {
         Self {
-            load_pending: format!(
-                "SELECT order_id, version, payload, kafka_partition, kafka_offset, store_position \
-                 FROM {s}.pending_event WHERE order_id = ANY($1) ORDER BY order_id, version"
-            ),
-            dead_letters: format!("SELECT {letter_columns} FROM {s}.dead_letter ORDER BY id"),
-            dead_letter_count: format!("SELECT count(*) FROM {s}.dead_letter"),
-            dead_letter: format!("SELECT {letter_columns} FROM {s}.dead_letter WHERE id = $1"),
-            lock_dead_letter: format!("SELECT id FROM {s}.dead_letter WHERE id = $1 FOR UPDATE"),
-            delete_dead_letter: format!("DELETE FROM {s}.dead_letter WHERE id = $1"),
+            id: row.id,
+            topic: row.topic,
+            letter: DeadLetter {
+                partition: row.kafka_partition,
+                offset: row.kafka_offset,
+                key: row.message_key,
+                value: row.message_value,
+                headers_json: row.headers,
+                error: row.error,
+            },
+            dead_lettered_at: row.dead_lettered_at,
         }
     }
 }
 
-/// A `pending_event` row as loaded.
-pub(super) type PendingRow = (Uuid, i64, Vec<u8>, Option<i32>, Option<i64>, Option<i64>);
-
-pub(super) fn parked_from_row(row: PendingRow) -> ParkedEvent {
-    let (order_id, version, payload, partition, offset, position) = row;
-    ParkedEvent {
-        order_id,
-        version: super::to_u64(version),
-        payload,
-        origin: EventOrigin::from_columns(partition, offset, position),
+impl ReadModel {
+    /// Every parked message, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<StoredDeadLetter>, QueryError> {
+        let rows = sqlx::query_as!(
+            DeadLetterRow,
+            r#"SELECT id, topic, kafka_partition, kafka_offset, message_key, message_value,
+                      headers::text AS "headers!", error, dead_lettered_at
+               FROM dead_letter ORDER BY id"#
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(StoredDeadLetter::from).collect())
     }
+
+    /// How many messages are parked.
+    pub async fn dead_letter_count(&self) -> Result<i64, QueryError> {
+        Ok(
+            sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM dead_letter"#)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The dead letter `id`, if it is there.
+    pub async fn dead_letter(&self, id: i64) -> Result<Option<StoredDeadLetter>, QueryError> {
+        let row = sqlx::query_as!(
+            DeadLetterRow,
+            r#"SELECT id, topic, kafka_partition, kafka_offset, message_key, message_value,
+                      headers::text AS "headers!", error, dead_lettered_at
+               FROM dead_letter WHERE id = $1"#,
+            id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(StoredDeadLetter::from))
+    }
+
+    /// The events parked for `order_ids`, by order and version.
+    pub(super) async fn load_parked(
+        &self,
+        order_ids: &[Uuid],
+    ) -> Result<Vec<ParkedEvent>, QueryError> {
+        let rows = sqlx::query!(
+            "SELECT order_id, version, payload, kafka_partition, kafka_offset, store_position
+             FROM pending_event WHERE order_id = ANY($1) ORDER BY order_id, version",
+            order_ids
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ParkedEvent {
+                order_id: row.order_id,
+                version: super::to_u64(row.version),
+                payload: row.payload,
+                origin: EventOrigin::from_columns(
+                    row.kafka_partition,
+                    row.kafka_offset,
+                    row.store_position,
+                ),
+            })
+            .collect())
+    }
+}
+
+/// Locks dead letter `id` for its replay; false when it is gone.
+pub(super) async fn lock_dead_letter(
+    conn: &mut sqlx::PgConnection,
+    id: i64,
+) -> Result<bool, QueryError> {
+    let locked = sqlx::query_scalar!("SELECT id FROM dead_letter WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(locked.is_some())
+}
+
+/// Removes dead letter `id` (replayed).
+pub(super) async fn delete_dead_letter(
+    conn: &mut sqlx::PgConnection,
+    id: i64,
+) -> Result<(), QueryError> {
+    sqlx::query!("DELETE FROM dead_letter WHERE id = $1", id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

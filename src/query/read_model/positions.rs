@@ -1,30 +1,65 @@
 //! `consumer_position`: the projector's next offset per partition, written in
 //! the same transaction as the projection (the fence itself is in
-//! `apply_batch`, migration 0003). Its statements.
+//! `apply_batch`, migration 0003). Its reads and the seed of a rebuild.
 
-/// The statements on `consumer_position` of one generation.
-#[derive(Debug)]
-pub(super) struct Sql {
-    pub(super) load: String,
-    pub(super) all: String,
-    pub(super) seed: String,
-}
+use std::collections::HashMap;
 
-impl Sql {
-    pub(super) fn new(s: &str) -> Self {
-        Self {
-            load: format!(
-                "SELECT kafka_partition, next_offset FROM {s}.consumer_position \
-                 WHERE topic = $1 AND kafka_partition = ANY($2)"
-            ),
-            all: format!(
-                "SELECT kafka_partition, next_offset FROM {s}.consumer_position WHERE topic = $1"
-            ),
-            seed: format!(
-                "INSERT INTO {s}.consumer_position (topic, kafka_partition, next_offset) \
-                 SELECT $1, p, o FROM UNNEST($2::int4[], $3::int8[]) AS u(p, o) \
-                 ON CONFLICT DO NOTHING"
-            ),
-        }
+use super::ReadModel;
+use crate::query::QueryError;
+
+impl ReadModel {
+    /// The stored next offsets of `partitions` of `topic`; absent partitions have none.
+    pub async fn positions(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, QueryError> {
+        let rows = sqlx::query!(
+            "SELECT kafka_partition, next_offset FROM consumer_position
+             WHERE topic = $1 AND kafka_partition = ANY($2)",
+            topic,
+            partitions
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.kafka_partition, row.next_offset))
+            .collect())
+    }
+
+    /// The stored next offset of every positioned partition of `topic`.
+    pub async fn all_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, QueryError> {
+        let rows = sqlx::query!(
+            "SELECT kafka_partition, next_offset FROM consumer_position WHERE topic = $1",
+            topic
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.kafka_partition, row.next_offset))
+            .collect())
+    }
+
+    /// Stores `positions` of a projection that has none yet (a rebuild from the
+    /// event store); positions already stored are kept.
+    pub async fn seed_positions(
+        &self,
+        topic: &str,
+        positions: &HashMap<i32, i64>,
+    ) -> Result<(), QueryError> {
+        let (partitions, offsets): (Vec<i32>, Vec<i64>) = positions.iter().unzip();
+        sqlx::query!(
+            "INSERT INTO consumer_position (topic, kafka_partition, next_offset)
+             SELECT $1, p, o FROM UNNEST($2::int4[], $3::int8[]) AS u(p, o)
+             ON CONFLICT DO NOTHING",
+            topic,
+            &partitions,
+            &offsets
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
