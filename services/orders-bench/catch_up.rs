@@ -161,11 +161,11 @@ async fn offsets(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
 async fn stored_positions(pool: &PgPool, topic: &str) -> anyhow::Result<u64> {
     let sum: i64 = tokio::time::timeout(
         REQUEST_TIMEOUT,
-        sqlx::query_scalar(
-            "SELECT coalesce(sum(next_offset), 0)::bigint FROM read_model.consumer_position \
-             WHERE topic = $1",
+        sqlx::query_scalar!(
+            r#"SELECT coalesce(sum(next_offset), 0)::bigint AS "sum!"
+               FROM read_model.consumer_position WHERE topic = $1"#,
+            topic,
         )
-        .bind(topic)
         .fetch_one(pool),
     )
     .await

@@ -144,26 +144,25 @@ pub async fn relay_leader(write: &sqlx::PgPool) -> Result<Option<RelayLeader>, A
     // A bigint advisory key shows in pg_locks as (classid, objid) = (high, low) 32 bits.
     let high = RELAY_LOCK_KEY >> 32;
     let low = RELAY_LOCK_KEY & 0xffff_ffff;
-    type Row = (i32, String, Option<String>, Option<DateTime<Utc>>);
-    let leader: Option<Row> = sqlx::query_as(
-        "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start \
-         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND l.classid::int8 = $1 AND l.objid::int8 = $2",
+    // The view's columns all infer as nullable: pid and name are always set.
+    let leader = sqlx::query!(
+        r#"SELECT a.pid AS "pid!", a.application_name AS "application_name!",
+                  host(a.client_addr) AS client_addr, a.backend_start
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND l.classid::int8 = $1 AND l.objid::int8 = $2"#,
+        high,
+        low,
     )
-    .bind(high)
-    .bind(low)
     .fetch_optional(write)
     .await?;
-    Ok(leader.map(
-        |(backend_pid, application_name, client_addr, since)| RelayLeader {
-            backend_pid,
-            application_name,
-            client_addr,
-            since: since.map(rfc3339),
-        },
-    ))
+    Ok(leader.map(|row| RelayLeader {
+        backend_pid: row.pid,
+        application_name: row.application_name,
+        client_addr: row.client_addr,
+        since: row.backend_start.map(rfc3339),
+    }))
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {

@@ -123,7 +123,7 @@ impl Application {
             async move {
                 tokio::time::timeout(
                     Duration::from_secs(2),
-                    sqlx::query("SELECT 1").execute(&pool),
+                    sqlx::query!("SELECT 1 AS ping").fetch_one(&pool),
                 )
                 .await
                 .is_ok_and(|r| r.is_ok())

@@ -23,11 +23,10 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use sqlx::{
-    ConnectOptions, Connection, PgConnection, Row,
+    ConnectOptions, Connection, PgConnection,
     postgres::{PgConnectOptions, PgListener},
 };
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::store::OUTBOX_CHANNEL;
 use crate::{config::KafkaSettings, kafka};
@@ -140,10 +139,12 @@ impl Relay {
             .options([("synchronous_commit", "off")])
             .connect()
             .await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LOCK_KEY)
-            .fetch_one(&mut conn)
-            .await?;
+        let locked = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1) AS "locked!""#,
+            RELAY_LOCK_KEY
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if !locked {
             let _ = conn.close().await;
             return Ok(false);
@@ -156,12 +157,12 @@ impl Relay {
 
     async fn publish_batch(&mut self) -> Result<StepOutcome, RelayError> {
         let conn = self.leader.as_mut().expect("leader connection");
-        let rows = sqlx::query(
+        let rows = sqlx::query!(
             "SELECT o.id, e.event_id, e.order_id, e.event_type, e.payload, e.occurred_at, e.traceparent \
              FROM outbox o JOIN events e ON e.position = o.event_position \
              ORDER BY o.id LIMIT $1",
+            self.batch_size,
         )
-        .bind(self.batch_size)
         .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
@@ -170,26 +171,19 @@ impl Relay {
         let mut ids = Vec::with_capacity(rows.len());
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            let event_id: Uuid = row.try_get("event_id")?;
-            let order_id: Uuid = row.try_get("order_id")?;
-            let event_type: String = row.try_get("event_type")?;
-            let payload: Vec<u8> = row.try_get("payload")?;
-            let occurred_at: DateTime<Utc> = row.try_get("occurred_at")?;
-            let traceparent: Option<String> = row.try_get("traceparent")?;
-            let key = order_id.to_string();
+            let key = row.order_id.to_string();
             let record = FutureRecord::to(&self.kafka.topic)
                 .key(&key)
-                .payload(&payload)
+                .payload(&row.payload)
                 .headers(cloud_event_headers(
-                    &event_id.to_string(),
-                    &event_type,
-                    occurred_at,
-                    traceparent.as_deref(),
+                    &row.event_id.to_string(),
+                    &row.event_type,
+                    row.occurred_at,
+                    row.traceparent.as_deref(),
                 ));
             match self.producer.send_result(record) {
                 Ok(delivery) => {
-                    ids.push(id);
+                    ids.push(row.id);
                     deliveries.push(delivery);
                 }
                 Err((error, _)) => {

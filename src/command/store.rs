@@ -8,12 +8,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
-use sqlx::{Executor, PgConnection, PgPool, Postgres, Row, Transaction, postgres::PgRow};
+use sqlx::{Executor, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
     codec,
-    digest::HISTORY_DIGEST,
     domain::{Order, OrderId, evolve},
 };
 
@@ -107,20 +106,19 @@ pub async fn load_orders(
         return Ok(HashMap::new());
     }
     let uuids: Vec<Uuid> = ids.iter().map(OrderId::as_uuid).collect();
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT position, order_id, payload FROM events \
          WHERE order_id = ANY($1) ORDER BY order_id, version",
+        &uuids,
     )
-    .bind(&uuids)
     .fetch_all(&mut *conn)
     .await?;
     let mut orders: HashMap<OrderId, Order> =
         ids.iter().map(|id| (*id, Order::default())).collect();
     for row in rows {
-        let position: i64 = row.try_get("position")?;
-        let order_id = OrderId::from_uuid(row.try_get("order_id")?);
-        let payload: Vec<u8> = row.try_get("payload")?;
-        let (_, event) = codec::decode_event(&payload)
+        let position = row.position;
+        let order_id = OrderId::from_uuid(row.order_id);
+        let (_, event) = codec::decode_event(&row.payload)
             .map_err(|source| StoreError::Corrupt { position, source })?;
         let order = orders.remove(&order_id).unwrap_or_default();
         orders.insert(order_id, evolve(order, &event));
@@ -136,27 +134,27 @@ pub async fn load_answers(
     if request_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT request_id, rpc, request, order_id, version FROM idempotency_keys \
          WHERE request_id = ANY($1)",
+        request_ids,
     )
-    .bind(request_ids)
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
+    Ok(rows
+        .into_iter()
         .map(|row| {
-            let version: i64 = row.try_get("version")?;
-            Ok((
-                row.try_get("request_id")?,
+            (
+                row.request_id,
                 StoredAnswer {
-                    rpc: row.try_get("rpc")?,
-                    request: row.try_get("request")?,
-                    order_id: OrderId::from_uuid(row.try_get("order_id")?),
-                    version: version as u64,
+                    rpc: row.rpc,
+                    request: row.request,
+                    order_id: OrderId::from_uuid(row.order_id),
+                    version: row.version as u64,
                 },
-            ))
+            )
         })
-        .collect()
+        .collect())
 }
 
 /// Appends events (in the given order), their outbox rows and the keys, and
@@ -170,7 +168,18 @@ pub async fn append(
     if events.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let event_types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+    let request_ids: Vec<Option<&str>> = events.iter().map(|e| e.request_id.as_deref()).collect();
+    let correlation_ids: Vec<&str> = events.iter().map(|e| e.correlation_id.as_str()).collect();
+    let causation_ids: Vec<&str> = events.iter().map(|e| e.causation_id.as_str()).collect();
+    let traceparents: Vec<Option<&str>> = events.iter().map(|e| e.traceparent.as_deref()).collect();
+    let key_ids: Vec<&str> = keys.iter().map(|k| k.request_id.as_str()).collect();
+    let key_rpcs: Vec<&str> = keys.iter().map(|k| k.answer.rpc.as_str()).collect();
+    let key_requests: Vec<&[u8]> = keys.iter().map(|k| k.answer.request.as_slice()).collect();
+    // The borrowed arrays are bound as they are (the macro's checks expect
+    // owned elements): `as` names their type and skips that check.
+    sqlx::query!(
         "WITH inserted AS ( \
            INSERT INTO events (event_id, order_id, version, event_type, payload, occurred_at, \
                                request_id, correlation_id, causation_id, traceparent) \
@@ -183,23 +192,23 @@ pub async fn append(
            INSERT INTO idempotency_keys (request_id, rpc, request, order_id, version) \
            SELECT * FROM UNNEST($11::text[], $12::text[], $13::bytea[], $14::uuid[], $15::int8[])) \
          SELECT pg_notify($16, '')",
+        &events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        &events.iter().map(|e| e.order_id.as_uuid()).collect::<Vec<_>>(),
+        &events.iter().map(|e| e.version as i64).collect::<Vec<_>>(),
+        &event_types as &[&str],
+        &payloads as &[&[u8]],
+        &events.iter().map(|e| e.occurred_at).collect::<Vec<_>>(),
+        &request_ids as &[Option<&str>],
+        &correlation_ids as &[&str],
+        &causation_ids as &[&str],
+        &traceparents as &[Option<&str>],
+        &key_ids as &[&str],
+        &key_rpcs as &[&str],
+        &key_requests as &[&[u8]],
+        &keys.iter().map(|k| k.answer.order_id.as_uuid()).collect::<Vec<_>>(),
+        &keys.iter().map(|k| k.answer.version as i64).collect::<Vec<_>>(),
+        OUTBOX_CHANNEL,
     )
-    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.order_id.as_uuid()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.version as i64).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.event_type).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.payload.as_slice()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.request_id.as_deref()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.correlation_id.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.causation_id.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.traceparent.as_deref()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.request_id.as_str()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.answer.rpc.as_str()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.answer.request.as_slice()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.answer.order_id.as_uuid()).collect::<Vec<_>>())
-    .bind(keys.iter().map(|k| k.answer.version as i64).collect::<Vec<_>>())
-    .bind(OUTBOX_CHANNEL)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -209,17 +218,16 @@ pub async fn append(
 /// more, in position order, and notifies the relay (on commit when `conn` is in
 /// a transaction); returns how many. Consumers skip what they already applied.
 pub async fn republish(conn: &mut PgConnection, from: i64, to: i64) -> Result<u64, StoreError> {
-    let queued = sqlx::query(
+    let queued = sqlx::query!(
         "INSERT INTO outbox (event_position) \
          SELECT position FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position",
+        from,
+        to,
     )
-    .bind(from)
-    .bind(to)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         .execute(&mut *conn)
         .await?;
     Ok(queued)
@@ -238,16 +246,6 @@ pub struct StoredEvent {
     pub version: i64,
     /// The encoded `OrderEvent` envelope.
     pub payload: Vec<u8>,
-}
-
-fn stored_event(row: PgRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        position: row.try_get("position")?,
-        event_id: row.try_get("event_id")?,
-        order_id: OrderId::from_uuid(row.try_get("order_id")?),
-        version: row.try_get("version")?,
-        payload: row.try_get("payload")?,
-    })
 }
 
 /// One order's stream summarised (`order_digests`).
@@ -277,6 +275,7 @@ pub struct OutboxBacklog {
 /// this returns: later commits are invisible to every statement run in it.
 pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
     let mut tx = pool.begin().await?;
+    // Plain-text session statements (nothing to bind or check) stay runtime.
     tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
     // The snapshot is taken by the first statement, not by BEGIN.
@@ -286,21 +285,29 @@ pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, S
 
 /// How many events are stored.
 pub async fn event_count(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar!(r#"SELECT count(*) AS "events!" FROM events"#)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 /// Every stored event in position order, read as it is consumed.
 pub fn events_in_position_order(
     conn: &mut PgConnection,
 ) -> impl Stream<Item = Result<StoredEvent, StoreError>> + '_ {
-    sqlx::query(
-        "SELECT position, event_id, order_id, version, payload FROM events ORDER BY position",
+    sqlx::query!(
+        "SELECT position, event_id, order_id, version, payload FROM events ORDER BY position"
     )
     .fetch(conn)
     .map_err(StoreError::from)
-    .and_then(|row| async move { stored_event(row) })
+    .map_ok(|row| StoredEvent {
+        position: row.position,
+        event_id: row.event_id,
+        order_id: OrderId::from_uuid(row.order_id),
+        version: row.version,
+        payload: row.payload,
+    })
 }
 
 /// Every stored event by order id, each order's in version order, read as it
@@ -308,13 +315,19 @@ pub fn events_in_position_order(
 pub fn events_by_order(
     conn: &mut PgConnection,
 ) -> impl Stream<Item = Result<StoredEvent, StoreError>> + '_ {
-    sqlx::query(
+    sqlx::query!(
         "SELECT position, event_id, order_id, version, payload FROM events \
-         ORDER BY order_id, version",
+         ORDER BY order_id, version"
     )
     .fetch(conn)
     .map_err(StoreError::from)
-    .and_then(|row| async move { stored_event(row) })
+    .map_ok(|row| StoredEvent {
+        position: row.position,
+        event_id: row.event_id,
+        order_id: OrderId::from_uuid(row.order_id),
+        version: row.version,
+        payload: row.payload,
+    })
 }
 
 /// Every order's `OrderDigest`, by order id, read as it is consumed. The
@@ -323,32 +336,29 @@ pub fn events_by_order(
 pub fn order_digests(
     conn: &mut PgConnection,
 ) -> impl Stream<Item = Result<OrderDigest, StoreError>> + '_ {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH unpublished AS ( \
-               SELECT e.order_id, min(e.version) AS version \
-               FROM outbox o JOIN events e ON e.position = o.event_position \
-               GROUP BY e.order_id) \
-             SELECT d.order_id, d.events, coalesce(u.version - 1, d.last_version) AS through, \
-                    d.digest \
-             FROM (SELECT order_id, count(*) AS events, max(version) AS last_version, \
-                          {HISTORY_DIGEST} AS digest \
-                   FROM events GROUP BY order_id) d \
-             LEFT JOIN unpublished u ON u.order_id = d.order_id \
-             ORDER BY d.order_id"
-        )
-    });
-    sqlx::query(&SQL)
-        .fetch(conn)
-        .map_err(StoreError::from)
-        .and_then(|row| async move {
-            Ok(OrderDigest {
-                order_id: OrderId::from_uuid(row.try_get("order_id")?),
-                events: row.try_get("events")?,
-                published_through: row.try_get("through")?,
-                digest: row.try_get("digest")?,
-            })
-        })
+    // The digest is `crate::digest::HISTORY_DIGEST`, written out.
+    sqlx::query!(
+        r#"WITH unpublished AS (
+             SELECT e.order_id, min(e.version) AS version
+             FROM outbox o JOIN events e ON e.position = o.event_position
+             GROUP BY e.order_id)
+           SELECT d.order_id, d.events AS "events!",
+                  coalesce(u.version - 1, d.last_version) AS "through!",
+                  d.digest AS "digest!"
+           FROM (SELECT order_id, count(*) AS events, max(version) AS last_version,
+                        md5(string_agg(event_id::text || ':' || version::text, ',' ORDER BY version)) AS digest
+                 FROM events GROUP BY order_id) d
+           LEFT JOIN unpublished u ON u.order_id = d.order_id
+           ORDER BY d.order_id"#
+    )
+    .fetch(conn)
+    .map_err(StoreError::from)
+    .map_ok(|row| OrderDigest {
+        order_id: OrderId::from_uuid(row.order_id),
+        events: row.events,
+        published_through: row.through,
+        digest: row.digest,
+    })
 }
 
 /// `HISTORY_DIGEST` of each given order's events up to the given version
@@ -358,27 +368,26 @@ pub async fn digests_through(
     conn: &mut PgConnection,
     orders: &[(OrderId, i64)],
 ) -> Result<HashMap<OrderId, String>, StoreError> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT e.order_id, {HISTORY_DIGEST} AS digest \
-             FROM UNNEST($1::uuid[], $2::int8[]) AS u(order_id, through) \
-             JOIN events e ON e.order_id = u.order_id AND e.version <= u.through \
-             GROUP BY e.order_id"
-        )
-    });
     if orders.is_empty() {
         return Ok(HashMap::new());
     }
     let (ids, versions): (Vec<Uuid>, Vec<i64>) =
         orders.iter().map(|(id, v)| (id.as_uuid(), *v)).unzip();
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(&SQL)
-        .bind(ids)
-        .bind(versions)
-        .fetch_all(conn)
-        .await?;
+    // The digest is `crate::digest::HISTORY_DIGEST`, written out.
+    let rows = sqlx::query!(
+        r#"SELECT e.order_id,
+                  md5(string_agg(event_id::text || ':' || version::text, ',' ORDER BY version)) AS "digest!"
+           FROM UNNEST($1::uuid[], $2::int8[]) AS u(order_id, through)
+           JOIN events e ON e.order_id = u.order_id AND e.version <= u.through
+           GROUP BY e.order_id"#,
+        &ids,
+        &versions,
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, digest)| (OrderId::from_uuid(id), digest))
+        .map(|row| (OrderId::from_uuid(row.order_id), row.digest))
         .collect())
 }
 
@@ -388,24 +397,26 @@ pub async fn event_ids(
     order_id: OrderId,
     through: i64,
 ) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT event_id FROM events WHERE order_id = $1 AND version <= $2 ORDER BY version",
+        order_id.as_uuid(),
+        through,
     )
-    .bind(order_id.as_uuid())
-    .bind(through)
     .fetch_all(conn)
     .await?)
 }
 
 /// What the outbox holds now.
 pub async fn outbox_backlog(pool: &PgPool) -> Result<OutboxBacklog, StoreError> {
-    let (events, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(enqueued_at))::float8 FROM outbox",
+    let backlog = sqlx::query!(
+        r#"SELECT count(*) AS "events!",
+                  extract(epoch FROM now() - min(enqueued_at))::float8 AS oldest_age_seconds
+           FROM outbox"#
     )
     .fetch_one(pool)
     .await?;
     Ok(OutboxBacklog {
-        events,
-        oldest_age_seconds,
+        events: backlog.events,
+        oldest_age_seconds: backlog.oldest_age_seconds,
     })
 }
