@@ -10,6 +10,7 @@
 //! - `report`: turns a results file into BENCHMARKS.md and its SVG plots.
 
 mod catch_up;
+mod cpu;
 mod echo;
 mod load;
 mod plot;
@@ -97,6 +98,10 @@ struct RunArgs {
     /// Sample the RSS of this process during the run: NAME=PID (repeatable).
     #[arg(long = "watch-pid", value_parser = parse_watch)]
     watch: Vec<(String, u32)>,
+    /// Measure the CPU time of this process and its children over the run:
+    /// NAME=PID (repeatable; PostgreSQL's backends split by database).
+    #[arg(long = "cpu-pid", value_parser = parse_watch)]
+    cpu: Vec<(String, u32)>,
     /// order-query's Prometheus metrics (http://host:port/metrics), scraped
     /// before and after the run for the projector's figures.
     #[arg(long)]
@@ -182,6 +187,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let rss = load::RssSampler::start(args.watch);
+    let cpu = (!args.cpu.is_empty()).then(|| {
+        let mut watched = args.cpu;
+        watched.push(("orders-bench".into(), std::process::id()));
+        cpu::CpuSampler::start(watched)
+    });
     let offset = base.wrapping_add(spread(args.warmup));
     let mut summary = load::run(plan, &scenario.name(), move |n| {
         scenario::iteration(scenario, clients.clone(), offset.wrapping_add(spread(n)))
@@ -189,6 +199,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await;
     summary["scenario"] = scenario.name().into();
     summary["rss"] = rss.finish().await;
+    if let Some(cpu) = cpu {
+        summary["cpu"] = cpu.finish();
+    }
     if let (Some(url), Some(before)) = (&args.metrics_url, before)
         && let Some(after) = projector::scrape_or_warn(url).await
     {

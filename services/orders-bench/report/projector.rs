@@ -87,6 +87,50 @@ fn write_stats(
     Ok(())
 }
 
+/// Where the cores went during one run (its `cpu` object), per process and
+/// per order answered, when the run measured it.
+fn write_cpu(w: &mut String, orders: &Value) -> anyhow::Result<()> {
+    let cpu = &orders["cpu"];
+    let (Some(cores), Some(seconds)) = (cpu["cores"].as_object(), cpu["seconds"].as_f64()) else {
+        return Ok(());
+    };
+    let answered = orders["ok"].as_f64().unwrap_or(f64::NAN);
+    let mut rows: Vec<(&String, f64)> = cores
+        .iter()
+        .filter_map(|(label, c)| Some((label, c.as_f64()?)))
+        .collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    writeln!(
+        w,
+        "| process (CPU over the run) | cores | CPU ms per order |\n|---|---|---|"
+    )?;
+    for (label, c) in &rows {
+        let per_order = c * seconds * 1000.0 / answered;
+        writeln!(w, "| {label} | {} | {} |", num(*c, 2), num(per_order, 3))?;
+    }
+    let watched: f64 = rows.iter().map(|(_, c)| c).sum();
+    writeln!(
+        w,
+        "| all of the above | {} | {} |",
+        num(watched, 2),
+        num(watched * seconds * 1000.0 / answered, 3)
+    )?;
+    if let (Some(busy), Some(n)) = (
+        cpu["machine"]["busy_cores"].as_f64(),
+        cpu["machine"]["cores"].as_f64(),
+    ) {
+        writeln!(
+            w,
+            "| the whole machine | {} of {} | {} |",
+            num(busy, 2),
+            num(n, 0),
+            num(busy * seconds * 1000.0 / answered, 3)
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
 /// "Projector phases": one table per offered rate of the read-your-writes sweep.
 pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
     let mut sweep = entries(run, "ryw_open");
@@ -103,7 +147,10 @@ pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
          record's timestamp) and the projector's (that timestamp to the commit that makes the \
          event readable), beside the end-to-end lag the client saw in the same run. Phase and \
          share percentiles are interpolated inside histogram buckets, so they are as coarse \
-         as the buckets (absolute).\n"
+         as the buckets (absolute). Then the CPU each process used over the run, from \
+         `/proc` (PostgreSQL's backends by database; `background` holds its own processes \
+         and the backends that ended), as cores and as CPU time per order answered, \
+         against the whole machine's.\n"
     )?;
     let stats = sweep
         .iter()
@@ -130,6 +177,7 @@ pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
             }
             None => writeln!(w, "Not measured: `/metrics` could not be scraped.\n")?,
         }
+        write_cpu(w, &e["orders"])?;
     }
     Ok(())
 }
