@@ -131,6 +131,47 @@ fn write_cpu(w: &mut String, orders: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A statement's text on one line, at most `max` characters, safe in a table cell.
+fn statement_cell(query: &str, max: usize) -> String {
+    let flat = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cell: String = flat.chars().take(max).collect();
+    if flat.chars().count() > max {
+        cell.push('…');
+    }
+    cell.replace('|', "\\|")
+}
+
+/// The read database's busiest statements over one run (`pg_stat_statements`,
+/// nested ones inside `apply_batch` included), when the run recorded them.
+fn write_statements(w: &mut String, statements: &Value, answered: f64) -> anyhow::Result<()> {
+    let Some(rows) = statements.as_array().filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "| read database statement (`*` inside `apply_batch`) | calls | mean ms | ms per 1000 orders |\n|---|---|---|---|"
+    )?;
+    for row in rows {
+        let calls = row["calls"].as_f64().unwrap_or(f64::NAN);
+        let total = row["total_ms"].as_f64().unwrap_or(f64::NAN);
+        let nested = if row["toplevel"].as_bool() == Some(false) {
+            "* "
+        } else {
+            ""
+        };
+        writeln!(
+            w,
+            "| {nested}`{}` | {} | {} | {} |",
+            statement_cell(row["query"].as_str().unwrap_or(""), 60),
+            num(calls, 0),
+            num(total / calls, 3),
+            num(total * 1000.0 / answered, 1)
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
 /// "Projector phases": one table per offered rate of the read-your-writes sweep.
 pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
     let mut sweep = entries(run, "ryw_open");
@@ -150,7 +191,8 @@ pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
          as the buckets (absolute). Then the CPU each process used over the run, from \
          `/proc` (PostgreSQL's backends by database; `background` holds its own processes \
          and the backends that ended), as cores and as CPU time per order answered, \
-         against the whole machine's.\n"
+         against the whole machine's; and the read database's busiest statements over the \
+         run from `pg_stat_statements`, those that `apply_batch` runs included.\n"
     )?;
     let stats = sweep
         .iter()
@@ -178,6 +220,7 @@ pub fn write_phases(w: &mut String, run: &Value) -> anyhow::Result<()> {
             None => writeln!(w, "Not measured: `/metrics` could not be scraped.\n")?,
         }
         write_cpu(w, &e["orders"])?;
+        write_statements(w, &e["pg_read"], f(&e["orders"], "ok"))?;
     }
     Ok(())
 }
