@@ -296,18 +296,13 @@ pub async fn event_count(conn: &mut PgConnection) -> Result<i64, StoreError> {
 pub fn events_in_position_order(
     conn: &mut PgConnection,
 ) -> impl Stream<Item = Result<StoredEvent, StoreError>> + '_ {
-    sqlx::query!(
+    sqlx::query_as!(
+        EventRow,
         "SELECT position, event_id, order_id, version, payload FROM events ORDER BY position"
     )
     .fetch(conn)
     .map_err(StoreError::from)
-    .map_ok(|row| StoredEvent {
-        position: row.position,
-        event_id: row.event_id,
-        order_id: OrderId::from_uuid(row.order_id),
-        version: row.version,
-        payload: row.payload,
-    })
+    .map_ok(StoredEvent::from)
 }
 
 /// Every stored event by order id, each order's in version order, read as it
@@ -315,19 +310,35 @@ pub fn events_in_position_order(
 pub fn events_by_order(
     conn: &mut PgConnection,
 ) -> impl Stream<Item = Result<StoredEvent, StoreError>> + '_ {
-    sqlx::query!(
+    sqlx::query_as!(
+        EventRow,
         "SELECT position, event_id, order_id, version, payload FROM events \
          ORDER BY order_id, version"
     )
     .fetch(conn)
     .map_err(StoreError::from)
-    .map_ok(|row| StoredEvent {
-        position: row.position,
-        event_id: row.event_id,
-        order_id: OrderId::from_uuid(row.order_id),
-        version: row.version,
-        payload: row.payload,
-    })
+    .map_ok(StoredEvent::from)
+}
+
+/// An `events` row as the whole-store reads select it.
+struct EventRow {
+    position: i64,
+    event_id: Uuid,
+    order_id: Uuid,
+    version: i64,
+    payload: Vec<u8>,
+}
+
+impl From<EventRow> for StoredEvent {
+    fn from(row: EventRow) -> Self {
+        Self {
+            position: row.position,
+            event_id: row.event_id,
+            order_id: OrderId::from_uuid(row.order_id),
+            version: row.version,
+            payload: row.payload,
+        }
+    }
 }
 
 /// Every order's `OrderDigest`, by order id, read as it is consumed. The

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use sqlx::{Executor, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::ReadModel;
+use super::{
+    ReadModel,
+    positions::{Position, by_partition},
+};
 use crate::query::QueryError;
 
 /// One order's `order_history`, summarised.
@@ -118,7 +121,8 @@ impl ReadModel {
                 .await?;
             others.push(SnapshotReader { tx });
         }
-        let positions = sqlx::query!(
+        let positions = sqlx::query_as!(
+            Position,
             "SELECT kafka_partition, next_offset FROM consumer_position WHERE topic = $1",
             topic
         )
@@ -131,14 +135,10 @@ impl ReadModel {
         let dead_letters = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM dead_letter"#)
             .fetch_one(&mut *first)
             .await?;
-        let positions = positions
-            .into_iter()
-            .map(|row| (row.kafka_partition, row.next_offset))
-            .collect();
         let mut all = vec![SnapshotReader { tx: first }];
         all.extend(others);
         Ok(ProjectionSnapshot {
-            positions,
+            positions: by_partition(positions),
             pending_events,
             dead_letters,
             readers: all,

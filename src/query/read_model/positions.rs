@@ -7,6 +7,19 @@ use std::collections::HashMap;
 use super::ReadModel;
 use crate::query::QueryError;
 
+/// A `consumer_position` row as read.
+pub(super) struct Position {
+    pub(super) kafka_partition: i32,
+    pub(super) next_offset: i64,
+}
+
+/// Next offsets by partition.
+pub(super) fn by_partition(rows: Vec<Position>) -> HashMap<i32, i64> {
+    rows.into_iter()
+        .map(|row| (row.kafka_partition, row.next_offset))
+        .collect()
+}
+
 impl ReadModel {
     /// The stored next offsets of `partitions` of `topic`; absent partitions have none.
     pub async fn positions(
@@ -14,7 +27,8 @@ impl ReadModel {
         topic: &str,
         partitions: &[i32],
     ) -> Result<HashMap<i32, i64>, QueryError> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            Position,
             "SELECT kafka_partition, next_offset FROM consumer_position
              WHERE topic = $1 AND kafka_partition = ANY($2)",
             topic,
@@ -22,24 +36,19 @@ impl ReadModel {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.kafka_partition, row.next_offset))
-            .collect())
+        Ok(by_partition(rows))
     }
 
     /// The stored next offset of every positioned partition of `topic`.
     pub async fn all_positions(&self, topic: &str) -> Result<HashMap<i32, i64>, QueryError> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            Position,
             "SELECT kafka_partition, next_offset FROM consumer_position WHERE topic = $1",
             topic
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (row.kafka_partition, row.next_offset))
-            .collect())
+        Ok(by_partition(rows))
     }
 
     /// Stores `positions` of a projection that has none yet (a rebuild from the
