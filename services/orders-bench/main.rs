@@ -247,6 +247,12 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         "seconds": seconds,
         "events_per_s": events / seconds,
         "build_events_per_s": reported(&stdout, "events/s").or_else(|| reported(&stdout, "events_per_s")),
+        "phases_s": {
+            "load": reported(&stdout, "load_s"),
+            "index": reported(&stdout, "index_s"),
+            "verify": reported(&stdout, "verify_s"),
+            "switch": reported(&stdout, "switch_s"),
+        },
         "output": stdout.trim(),
     });
     println!("{summary}");

@@ -5,8 +5,10 @@
 //! to ask, may never bootstrap again (seen with librdkafka 2.12.1): the
 //! consumer stays silent while the broker serves everyone else. The projector
 //! checks its own consumer's metadata while it receives nothing, and when
-//! that has failed for `WEDGED_AFTER` although a fresh client reaches the
-//! broker, it replaces the consumer.
+//! that has kept failing for `WEDGED_AFTER` while fresh clients reach the
+//! broker, it replaces the consumer. The clock starts only once a fresh client
+//! gets through: while the broker is down for everyone, or just back and the
+//! consumer still waits out its reconnect backoff, nothing is wedged.
 
 use std::{
     sync::Arc,
@@ -21,8 +23,9 @@ use rdkafka::{
 /// How often an idle projector checks its consumer.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long the consumer's own metadata requests must fail, while a fresh
-/// client's succeed, before the consumer counts as wedged.
-const WEDGED_AFTER: Duration = Duration::from_secs(10);
+/// client's succeed, before the consumer counts as wedged: longer than
+/// librdkafka's longest reconnect backoff (`reconnect.backoff.max.ms`, 10 s).
+const WEDGED_AFTER: Duration = Duration::from_secs(15);
 /// Bound of one metadata request of the check.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -32,6 +35,7 @@ pub struct Liveness {
     reference: ClientConfig,
     topic: String,
     checked: Instant,
+    /// Since when the consumer has failed while a fresh client got through.
     failing_since: Option<Instant>,
 }
 
@@ -73,17 +77,20 @@ impl Liveness {
             self.failing_since = None;
             return false;
         }
-        let since = *self.failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < WEDGED_AFTER {
-            return false;
-        }
         let (reference, topic) = (self.reference.clone(), self.topic.clone());
-        tokio::task::spawn_blocking(move || {
+        let reachable = tokio::task::spawn_blocking(move || {
             reference
                 .create::<BaseConsumer>()
                 .is_ok_and(|fresh| fresh.fetch_metadata(Some(&topic), METADATA_TIMEOUT).is_ok())
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false);
+        if !reachable {
+            // Down for everyone: the consumer is waiting like any client.
+            self.failing_since = None;
+            return false;
+        }
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        since.elapsed() >= WEDGED_AFTER
     }
 }

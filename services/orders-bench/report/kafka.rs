@@ -66,5 +66,41 @@ pub fn write_rebuild(w: &mut String, run: &Value) -> anyhow::Result<()> {
         )?;
     }
     writeln!(w)?;
+    let phases = ["load", "index", "verify", "switch"];
+    if rebuilds
+        .iter()
+        .any(|e| e["orders"]["phases_s"]["load"].is_number())
+    {
+        writeln!(
+            w,
+            "Where the wall clock went, in seconds (share of the wall clock): loading the rows \
+             with the secondary indexes deferred, creating those indexes, verifying against \
+             the event store, catching up with the frozen live generation and switching; \
+             the rest is process start, locks and the source's end offsets.\n"
+        )?;
+        writeln!(
+            w,
+            "| source | load | indexes | verify | switch | rest |\n|---|---|---|---|---|---|"
+        )?;
+        for e in &rebuilds {
+            let o = &e["orders"];
+            let wall = f(o, "seconds");
+            let cell = |v: f64| format!("{v:.2} ({:.0}%)", 100.0 * v / wall);
+            let spent: Vec<f64> = phases
+                .iter()
+                .map(|p| o["phases_s"][*p].as_f64().unwrap_or(f64::NAN))
+                .collect();
+            let rest = wall - spent.iter().sum::<f64>();
+            let cells: Vec<String> = spent.iter().map(|v| cell(*v)).collect();
+            writeln!(
+                w,
+                "| {} | {} | {} |",
+                s(o, "source"),
+                cells.join(" | "),
+                cell(rest)
+            )?;
+        }
+        writeln!(w)?;
+    }
     Ok(())
 }

@@ -125,6 +125,14 @@ pub struct RebuildReport {
     pub topic_events: u64,
     /// Seconds spent building (store and topic), before verification.
     pub build_seconds: f64,
+    /// Of those, seconds loading rows (store and topic, indexes deferred).
+    pub load_seconds: f64,
+    /// Of those, seconds creating the deferred secondary indexes.
+    pub index_seconds: f64,
+    /// Seconds verifying against the event store.
+    pub verify_seconds: f64,
+    /// Seconds catching up with the frozen live generation and switching.
+    pub switch_seconds: f64,
     /// Seconds in all.
     pub total_seconds: f64,
     /// Orders verified against the event store.
@@ -248,11 +256,15 @@ pub async fn rebuild(
         offsets: offsets.clone(),
         progress,
     };
+    let mut timings = PhaseTimings::default();
     let built = async {
         builder.catch_up().await?;
+        timings.load = build_started.elapsed().as_secs_f64();
         read_model.restore_indexes().await?;
         let build_seconds = build_started.elapsed().as_secs_f64();
+        timings.index = build_seconds - timings.load;
         builder.progress.phase("verifying");
+        let verifying = Instant::now();
         let verified =
             verify::verify_generation(&write, &read_model, generation.generation, &offsets, false)
                 .await?;
@@ -274,10 +286,13 @@ pub async fn rebuild(
                 differences: verified.differences.len(),
             });
         }
+        timings.verify = verifying.elapsed().as_secs_f64();
         builder.progress.phase("switching");
+        let switching = Instant::now();
         builder
             .switch(&generations, &live, &live_model, generation.generation)
             .await?;
+        timings.switch = switching.elapsed().as_secs_f64();
         Ok::<_, AdminError>((build_seconds, verified))
     }
     .await;
@@ -301,6 +316,10 @@ pub async fn rebuild(
         store_events,
         topic_events,
         build_seconds,
+        load_seconds: timings.load,
+        index_seconds: timings.index,
+        verify_seconds: timings.verify,
+        switch_seconds: timings.switch,
         total_seconds: started.elapsed().as_secs_f64(),
         verified_orders: verified.orders,
         verified_events: verified.events,
@@ -309,6 +328,15 @@ pub async fn rebuild(
     };
     tracing::info!(?report, "rebuild switched");
     Ok(report)
+}
+
+/// Seconds in each phase of a rebuild, for its report.
+#[derive(Debug, Default)]
+struct PhaseTimings {
+    load: f64,
+    index: f64,
+    verify: f64,
+    switch: f64,
 }
 
 /// The rebuild's topic reader and what it reports to.
@@ -483,16 +511,23 @@ async fn delete_group(settings: &KafkaSettings, group: &str) {
 }
 
 /// The machine-readable line the CLI prints last:
-/// `rebuild: events=<n> orders=<n> seconds=<f> events_per_s=<f>`, where
-/// `events` were applied (store and topic), `orders` verified, and `seconds`
-/// spent building (reading and writing, before verification and the switch).
+/// `rebuild: events=<n> orders=<n> seconds=<f> events_per_s=<f> load_s=<f>
+/// index_s=<f> verify_s=<f> switch_s=<f>`, where `events` were applied (store
+/// and topic), `orders` verified, `seconds` spent building (reading and
+/// writing, before verification and the switch), and the `_s` figures the
+/// seconds of each phase (loading and indexing make up `seconds`).
 pub fn machine_line(report: &RebuildReport) -> String {
     format!(
-        "rebuild: events={} orders={} seconds={:.3} events_per_s={:.0}",
+        "rebuild: events={} orders={} seconds={:.3} events_per_s={:.0} \
+         load_s={:.3} index_s={:.3} verify_s={:.3} switch_s={:.3}",
         report.events(),
         report.verified_orders,
         report.build_seconds,
-        report.events_per_second()
+        report.events_per_second(),
+        report.load_seconds,
+        report.index_seconds,
+        report.verify_seconds,
+        report.switch_seconds,
     )
 }
 
