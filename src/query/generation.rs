@@ -419,6 +419,10 @@ impl LiveProjection {
     /// Re-reads the live generation; returns whether this process switched.
     pub async fn refresh(&self) -> Result<bool, QueryError> {
         let live = self.generations.live().await?;
+        // A ReadModel brings a pool of its own: made only for a newer generation.
+        if live.generation <= self.generation() {
+            return Ok(false);
+        }
         let read_model = ReadModel::new(self.generations.pool().clone(), &live.schema)?;
         let switched = self.current.send_if_modified(|current| {
             if live.generation > current.0 {
