@@ -240,6 +240,17 @@ pub struct EventMeta {
     pub correlation_id: String,
     /// Id of the command that caused the event.
     pub causation_id: String,
+    /// Who asked for it, when the server authenticates callers.
+    pub actor: Option<Actor>,
+}
+
+/// The verified caller behind an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The token's subject.
+    pub subject: String,
+    /// The customer the token was confined to, if it was.
+    pub customer_id: Option<String>,
 }
 
 /// Why a message could not be read as an `OrderEvent`.
@@ -360,6 +371,10 @@ pub fn event_to_proto(meta: &EventMeta, event: &Event) -> proto::OrderEvent {
         occurred_at: Some(timestamp(meta.occurred_at)),
         correlation_id: meta.correlation_id.clone(),
         causation_id: meta.causation_id.clone(),
+        actor: meta.actor.as_ref().map(|a| proto::Actor {
+            subject: a.subject.clone(),
+            customer_id: a.customer_id.clone().unwrap_or_default(),
+        }),
         event: Some(body),
     }
 }
@@ -430,6 +445,10 @@ pub fn event_from_proto(p: &proto::OrderEvent) -> Result<(EventMeta, Event), Dec
         occurred_at,
         correlation_id: p.correlation_id.clone(),
         causation_id: p.causation_id.clone(),
+        actor: p.actor.as_ref().map(|a| Actor {
+            subject: a.subject.clone(),
+            customer_id: Some(a.customer_id.clone()).filter(|c| !c.is_empty()),
+        }),
     };
     Ok((meta, event))
 }

@@ -1,9 +1,9 @@
 //! Configuration of the servers and the CLI, from flags and environment
 //! variables (12-factor). Every setting has a flag and an env var.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::telemetry::LogFormat;
 
@@ -59,6 +59,70 @@ pub struct ServerSettings {
     /// Log format.
     #[arg(long = "log-format", env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve gRPC reflection (grpcurl's `list` and `describe`); open to every caller.
+    #[arg(long = "reflection", env = "ORDERS_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reflection: bool,
+    /// Who may call.
+    #[command(flatten)]
+    pub auth: AuthSettings,
+}
+
+/// Default `iss` a token must carry.
+pub const DEFAULT_AUTH_ISSUER: &str = "orders";
+/// Default `aud` a token must carry.
+pub const DEFAULT_AUTH_AUDIENCE: &str = "orders";
+/// Default tolerance for clocks that disagree, on `exp` and `nbf`.
+pub const DEFAULT_AUTH_CLOCK_SKEW_S: u64 = 30;
+
+/// Whether RPCs need a bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Every RPC but health and reflection needs a valid token with its scope.
+    Enabled,
+    /// Anyone who reaches the port may call anything (logged as a warning).
+    Disabled,
+}
+
+/// Authentication of callers: bearer JWTs checked against a JWKS file.
+#[derive(Debug, Clone, Args)]
+pub struct AuthSettings {
+    /// `enabled`, or `disabled` to serve every caller without a token.
+    #[arg(long = "auth", env = "ORDERS_AUTH", value_enum, default_value_t = AuthMode::Enabled)]
+    pub mode: AuthMode,
+    /// JWKS file with the public keys that sign tokens (ES256, EdDSA or RS256).
+    #[arg(long = "auth-jwks-file", env = "ORDERS_AUTH_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// The issuer (`iss`) a token must name.
+    #[arg(long = "auth-issuer", env = "ORDERS_AUTH_ISSUER", default_value = DEFAULT_AUTH_ISSUER)]
+    pub issuer: String,
+    /// The audience (`aud`) a token must name.
+    #[arg(long = "auth-audience", env = "ORDERS_AUTH_AUDIENCE", default_value = DEFAULT_AUTH_AUDIENCE)]
+    pub audience: String,
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    #[arg(long = "auth-clock-skew-s", env = "ORDERS_AUTH_CLOCK_SKEW_S", default_value_t = DEFAULT_AUTH_CLOCK_SKEW_S)]
+    pub clock_skew_s: u64,
+}
+
+impl AuthSettings {
+    /// Auth on, with the keys of `jwks_file` and the default issuer and audience.
+    pub fn with_jwks(jwks_file: impl Into<PathBuf>) -> Self {
+        Self {
+            jwks_file: Some(jwks_file.into()),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Enabled,
+            jwks_file: None,
+            issuer: DEFAULT_AUTH_ISSUER.into(),
+            audience: DEFAULT_AUTH_AUDIENCE.into(),
+            clock_skew_s: DEFAULT_AUTH_CLOCK_SKEW_S,
+        }
+    }
 }
 
 impl ServerSettings {
@@ -75,6 +139,8 @@ impl Default for ServerSettings {
             concurrency_limit: 1024,
             db_max_connections: 8,
             log_format: LogFormat::Text,
+            reflection: true,
+            auth: AuthSettings::default(),
         }
     }
 }

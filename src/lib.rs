@@ -6,6 +6,7 @@
 //! read-optimised PostgreSQL tables and serves reads from them.
 
 pub mod admin;
+pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod config;

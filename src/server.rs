@@ -1,6 +1,6 @@
-//! The gRPC server shape both servers share: health, reflection, per-RPC
-//! tracing spans, a deadline cap, a process-wide concurrency limit and
-//! graceful shutdown.
+//! The gRPC server shape both servers share: health, reflection, bearer-token
+//! authentication, per-RPC tracing spans, a deadline cap, a process-wide
+//! concurrency limit and graceful shutdown.
 
 use std::{future::Future, time::Duration};
 
@@ -10,7 +10,10 @@ use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::limit::GlobalConcurrencyLimitLayer;
 
-use crate::config::ServerSettings;
+use crate::{
+    auth::{self, AuthLayer, AuthSetupError, ServicePolicy, Verifier},
+    config::{AuthMode, ServerSettings},
+};
 
 /// Health of one gRPC service, reported under its name and under "" (the server).
 #[derive(Clone)]
@@ -128,12 +131,17 @@ fn error_details_descriptor() -> prost_types::FileDescriptorSet {
     }
 }
 
-/// Health and reflection (v1 and v1alpha) services for a server's routes.
+/// Health, and unless `reflection` is off the reflection (v1 and v1alpha)
+/// services, for a server's routes.
 pub fn standard_routes(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
+    reflection: bool,
 ) -> Routes {
+    if !reflection {
+        return Routes::new(health);
+    }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -151,10 +159,41 @@ pub fn standard_routes(
         .add_service(reflection_v1alpha)
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves, then drains in-flight RPCs.
+/// The auth layer `settings` ask for, with the scope each of `services`
+/// needs; loads the JWKS file once, at start-up.
+pub fn auth_layer(
+    settings: &ServerSettings,
+    services: &[ServicePolicy],
+) -> Result<AuthLayer, AuthSetupError> {
+    let auth = &settings.auth;
+    if auth.mode == AuthMode::Disabled {
+        tracing::warn!(
+            "authentication is DISABLED (--auth=disabled): anyone who reaches this port may call every RPC"
+        );
+        return Ok(AuthLayer::disabled());
+    }
+    let path = auth.jwks_file.as_deref().ok_or(AuthSetupError::NoJwks)?;
+    let verifier = Verifier::from_jwks_file(
+        path,
+        &auth.issuer,
+        &auth.audience,
+        Duration::from_secs(auth.clock_skew_s),
+    )?;
+    tracing::info!(jwks = %path.display(), issuer = %auth.issuer, audience = %auth.audience, "bearer tokens required");
+    Ok(AuthLayer::new(verifier, services))
+}
+
+/// The scope `orders.v1.OrderCommands` needs.
+pub const COMMANDS_POLICY: ServicePolicy = ("orders.v1.OrderCommands", auth::SCOPE_WRITE);
+/// The scope `orders.v1.OrderQueries` needs.
+pub const QUERIES_POLICY: ServicePolicy = ("orders.v1.OrderQueries", auth::SCOPE_READ);
+
+/// Serves `routes` on `listener` behind `auth` until `shutdown` resolves,
+/// then drains in-flight RPCs.
 pub async fn serve(
     listener: TcpListener,
     settings: &ServerSettings,
+    auth: AuthLayer,
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -174,10 +213,14 @@ pub async fn serve(
                 "rpc",
                 method = %request.uri().path(),
                 order_id = tracing::field::Empty,
+                subject = tracing::field::Empty,
+                customer = tracing::field::Empty,
                 request_id = %header("x-request-id"),
                 traceparent = %header("traceparent"),
             )
         })
+        // Refused callers are answered before they take a concurrency slot.
+        .layer(auth)
         .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
         .add_routes(routes)
         // TCP_NODELAY: without it a response written in several small segments

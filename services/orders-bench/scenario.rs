@@ -7,8 +7,11 @@ use std::{
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use orders::proto::{
-    self, order_commands_client::OrderCommandsClient, order_queries_client::OrderQueriesClient,
+use orders::{
+    auth::{AuthedChannel, BearerToken},
+    proto::{
+        self, order_commands_client::OrderCommandsClient, order_queries_client::OrderQueriesClient,
+    },
 };
 use tonic::transport::Channel;
 
@@ -55,8 +58,8 @@ impl Scenario {
 
 /// Connections shared by the clients, and the orders seeded for reads.
 pub struct Clients {
-    commands: Vec<OrderCommandsClient<Channel>>,
-    queries: Vec<OrderQueriesClient<Channel>>,
+    commands: Vec<OrderCommandsClient<AuthedChannel>>,
+    queries: Vec<OrderQueriesClient<AuthedChannel>>,
     echo: Vec<echo::proto::echo_client::EchoClient<Channel>>,
     seeded: Vec<(String, String)>,
 }
@@ -82,14 +85,21 @@ impl Clients {
             echo: Vec::new(),
             seeded: Vec::new(),
         };
+        // The token `scripts/dev env` exports in ORDERS_TOKEN.
+        let token = BearerToken::from_env();
         for _ in 0..connections.max(1) {
             if scenario.needs_commands() {
                 let channel = channel(command_addr).await?;
-                clients.commands.push(OrderCommandsClient::new(channel));
+                clients.commands.push(OrderCommandsClient::with_interceptor(
+                    channel,
+                    token.clone(),
+                ));
             }
             if scenario.needs_queries() {
                 let channel = channel(query_addr).await?;
-                clients.queries.push(OrderQueriesClient::new(channel));
+                clients
+                    .queries
+                    .push(OrderQueriesClient::with_interceptor(channel, token.clone()));
             }
             if scenario == Scenario::Echo {
                 let channel = channel(echo_addr).await?;

@@ -14,6 +14,7 @@ use super::{
     writer::Writer,
 };
 use crate::{
+    auth::AuthLayer,
     config::CommandSettings,
     proto::order_commands_server::OrderCommandsServer,
     server,
@@ -40,6 +41,9 @@ pub enum StartupError {
     /// The Kafka client could not be created.
     #[error("relay: {0}")]
     Relay(#[from] relay::RelayError),
+    /// The authentication settings are unusable.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
     /// The gRPC server failed.
     #[error("grpc: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -54,11 +58,13 @@ pub struct Application {
     listener: TcpListener,
     pool: PgPool,
     relay: Option<Relay>,
+    auth: AuthLayer,
 }
 
 impl Application {
     /// Connects, migrates the write database, binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
+        let auth = server::auth_layer(&settings.server, &[server::COMMANDS_POLICY])?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -85,6 +91,7 @@ impl Application {
             listener,
             pool,
             relay,
+            auth,
         })
     }
 
@@ -163,10 +170,17 @@ impl Application {
             }
         };
 
-        let routes = server::standard_routes(health_service)
+        let routes = server::standard_routes(health_service, self.settings.server.reflection)
             .add_service(OrderCommandsServer::new(CommandService::new(writer)));
         tracing::info!(addr = %self.listener.local_addr().map_err(|source| StartupError::Bind { addr: self.settings.listen_addr, source })?, "order-command serving");
-        let served = server::serve(self.listener, &self.settings.server, routes, shutdown).await;
+        let served = server::serve(
+            self.listener,
+            &self.settings.server,
+            self.auth,
+            routes,
+            shutdown,
+        )
+        .await;
 
         // The server is drained and owned the last writer handle: the writers finish their batches.
         let writers = writers.await.expect("the writers' supervisor never panics");

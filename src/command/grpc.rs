@@ -7,7 +7,7 @@ use super::{
     CommandError,
     writer::{Accepted, RequestMeta, Writer},
 };
-use crate::{codec::ParsedCommand, proto, server::metadata_str};
+use crate::{auth::Caller, codec::ParsedCommand, domain::Command, proto, server::metadata_str};
 
 /// The `OrderCommands` service.
 pub struct CommandService {
@@ -28,9 +28,20 @@ impl CommandService {
         let meta = RequestMeta {
             x_request_id: metadata_str(&request, "x-request-id").map(str::to_owned),
             traceparent: metadata_str(&request, "traceparent").map(str::to_owned),
+            caller: Caller::of(&request).cloned(),
         };
         let request = request.into_inner();
         let parsed = ParsedCommand::try_from(&request).map_err(CommandError::from)?;
+        if let (Some(confined), Command::PlaceOrder { customer_id, .. }) = (
+            meta.caller.as_ref().and_then(|c| c.customer_id.as_ref()),
+            &parsed.command,
+        ) && confined != customer_id
+        {
+            return Err(CommandError::PermissionDenied(
+                "the token may place orders only for its own customer_id",
+            )
+            .into());
+        }
         tracing::Span::current().record("order_id", tracing::field::display(parsed.order_id));
         let result = self.writer.submit(rpc, parsed, &request, meta).await;
         match &result {

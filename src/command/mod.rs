@@ -35,6 +35,10 @@ pub enum CommandError {
     /// Concurrent writers kept winning; the client may retry.
     #[error("too much contention on the order; retry")]
     Contention,
+    /// The caller may not do this (a customer-confined token placing an
+    /// order for another customer).
+    #[error("{0}")]
+    PermissionDenied(&'static str),
     /// The server is shutting down.
     #[error("the server is shutting down; retry")]
     Unavailable,
@@ -65,6 +69,7 @@ impl From<CommandError> for Status {
             CommandError::VersionConflict { .. } | CommandError::Contention => {
                 Status::aborted(message)
             }
+            CommandError::PermissionDenied(_) => Status::permission_denied(message),
             CommandError::Unavailable => Status::unavailable(message),
             CommandError::Internal => Status::internal(message),
         }

@@ -23,8 +23,9 @@ use super::{
     store::{self, NewEvent, NewKey, StoreError, StoredAnswer},
 };
 use crate::{
-    codec::{self, EventMeta, ParsedCommand},
-    domain::{Command, Order, OrderError, OrderId, decide, evolve},
+    auth::Caller,
+    codec::{self, Actor, EventMeta, ParsedCommand},
+    domain::{Command, CustomerId, Order, OrderError, OrderId, decide, evolve},
 };
 
 /// Times a batch is re-decided after losing a race before its commands are ABORTED.
@@ -37,6 +38,9 @@ pub struct RequestMeta {
     pub x_request_id: Option<String>,
     /// W3C `traceparent` metadata, if sent.
     pub traceparent: Option<String>,
+    /// The verified caller, when the server authenticates callers; a
+    /// customer-confined caller finds other customers' orders absent.
+    pub caller: Option<Caller>,
 }
 
 /// What an accepted command answers.
@@ -299,7 +303,12 @@ impl WriterTask {
                 continue;
             }
             let order = orders.entry(submission.parsed.order_id).or_default();
-            match decide_one(order, &submission.parsed) {
+            let confined = submission
+                .meta
+                .caller
+                .as_ref()
+                .and_then(|c| c.customer_id.as_ref());
+            match decide_one(order, &submission.parsed, confined) {
                 Err(error) => settled.push(Settled::Answered(Err(error))),
                 Ok(decided) => {
                     let accepted = Accepted {
@@ -321,6 +330,10 @@ impl WriterTask {
                             occurred_at,
                             correlation_id: correlation_id.clone(),
                             causation_id: causation_id.clone(),
+                            actor: submission.meta.caller.as_ref().map(|c| Actor {
+                                subject: c.subject.clone(),
+                                customer_id: c.customer_id.as_ref().map(|c| c.as_str().to_owned()),
+                            }),
                         };
                         events.push(NewEvent {
                             event_id: meta.event_id,
@@ -379,9 +392,15 @@ fn fail(error: StoreError) -> Failure {
 fn decide_one(
     order: &Order,
     parsed: &ParsedCommand,
+    confined: Option<&CustomerId>,
 ) -> Result<Vec<crate::domain::Event>, CommandError> {
     let placing = matches!(parsed.command, Command::PlaceOrder { .. });
     if !order.exists() && !placing {
+        return Err(CommandError::Rejected(OrderError::NotFound));
+    }
+    // Another customer's order looks absent to a confined caller: no hint
+    // that it exists, not even a version conflict.
+    if order.exists() && confined.is_some_and(|c| order.customer_id.as_ref() != Some(c)) {
         return Err(CommandError::Rejected(OrderError::NotFound));
     }
     if let Some(expected) = parsed.expected_version

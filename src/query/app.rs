@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::AuthLayer,
     config::QuerySettings,
     kafka,
     proto::order_queries_server::OrderQueriesServer,
@@ -127,6 +128,7 @@ pub struct Application {
     probe: DependencyProbe,
     cache: ReadCache,
     metrics_listener: Option<TcpListener>,
+    auth: AuthLayer,
 }
 
 impl Application {
@@ -134,6 +136,7 @@ impl Application {
     /// generation (`read_model`, generation 1, in a new database), binds the
     /// listener and, unless disabled, joins the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
+        let auth = server::auth_layer(&settings.server, &[server::QUERIES_POLICY])?;
         // No ping before each acquire: a broken connection fails its query,
         // and the ping would double the round trips of a read.
         let pool = PgPoolOptions::new()
@@ -197,6 +200,7 @@ impl Application {
             freeze,
             cache,
             metrics_listener,
+            auth,
             watch,
             probe: DependencyProbe::new(&settings, live.clone())?,
             settings,
@@ -261,6 +265,7 @@ impl Application {
             cache,
             metrics,
             metrics_listener,
+            auth,
             ..
         } = self;
         let stop = CancellationToken::new();
@@ -304,10 +309,10 @@ impl Application {
             stop.clone(),
         )
         .with_cache(cache);
-        let routes =
-            server::standard_routes(health_service).add_service(OrderQueriesServer::new(service));
+        let routes = server::standard_routes(health_service, settings.server.reflection)
+            .add_service(OrderQueriesServer::new(service));
         tracing::info!(port, projector = settings.projector, "order-query serving");
-        let served = server::serve(listener, &settings.server, routes, {
+        let served = server::serve(listener, &settings.server, auth, routes, {
             let stop = stop.clone();
             async move {
                 tokio::select! {

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 use uuid::Uuid;
 
 use crate::{
+    auth::Caller,
     codec,
     domain::{CustomerId, OrderId},
     proto::{self, order_queries_server::OrderQueries},
@@ -111,6 +112,7 @@ impl QueryService {
         &self,
         read_model: ReadModel,
         request: &proto::GetOrderRequest,
+        confined: Option<&CustomerId>,
         deadline: Instant,
     ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
         let order_id = parse_order_id(&request.order_id)?;
@@ -118,8 +120,9 @@ impl QueryService {
             None => self
                 .read_order(&read_model, order_id)
                 .await?
+                .filter(|(view, _)| visible(view, confined))
                 .ok_or(QueryError::NotFound(order_id))?,
-            Some(wanted) => self.wait_for(order_id, wanted, deadline).await?,
+            Some(wanted) => self.wait_for(order_id, wanted, confined, deadline).await?,
         };
         let version = view.order.version;
         Ok(respond(
@@ -139,6 +142,7 @@ impl QueryService {
         &self,
         order_id: Uuid,
         wanted: u64,
+        confined: Option<&CustomerId>,
         deadline: Instant,
     ) -> Result<(Arc<OrderView>, Option<DateTime<Utc>>), QueryError> {
         // Subscribe before reading: a commit after the read still wakes us.
@@ -146,6 +150,10 @@ impl QueryService {
         loop {
             let read_model = self.live.read_model();
             let read = self.read_order(&read_model, order_id).await?;
+            // Another customer's order is answered as absent, at once.
+            if read.as_ref().is_some_and(|(v, _)| !visible(v, confined)) {
+                return Err(QueryError::NotFound(order_id));
+            }
             let projected = read.as_ref().map_or(0, |(v, _)| v.order.version);
             if let Some(read) = read.filter(|(v, _)| v.order.version >= wanted) {
                 return Ok(read);
@@ -169,8 +177,9 @@ impl QueryService {
         &self,
         read_model: ReadModel,
         request: &proto::ListOrdersRequest,
+        confined: Option<&CustomerId>,
     ) -> Result<Response<proto::ListOrdersResponse>, QueryError> {
-        let customer_id = request
+        let requested = request
             .customer_id
             .as_ref()
             .map(|c| {
@@ -179,6 +188,8 @@ impl QueryService {
                     .map_err(|e| QueryError::invalid("customer_id", e.0))
             })
             .transpose()?;
+        // A confined caller lists its own orders, whatever the request names.
+        let customer_id = confined.map(|c| c.as_str().to_owned()).or(requested);
         let status = proto::OrderStatus::try_from(request.status)
             .map_err(|_| QueryError::invalid("status", "is not an OrderStatus"))?;
         let filter = ListFilter {
@@ -220,8 +231,17 @@ impl QueryService {
         &self,
         read_model: ReadModel,
         request: &proto::GetOrderHistoryRequest,
+        confined: Option<&CustomerId>,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, QueryError> {
         let order_id = parse_order_id(&request.order_id)?;
+        if confined.is_some()
+            && !self
+                .read_order(&read_model, order_id)
+                .await?
+                .is_some_and(|(view, _)| visible(&view, confined))
+        {
+            return Err(QueryError::NotFound(order_id));
+        }
         let after = if request.page_token.is_empty() {
             0
         } else {
@@ -277,9 +297,10 @@ impl OrderQueries for QueryService {
     ) -> Result<Response<proto::GetOrderResponse>, Status> {
         record_order(&request.get_ref().order_id);
         let deadline = self.deadline(&request);
+        let confined = Caller::confinement(&request);
         let request = request.into_inner();
         Ok(self
-            .on_live(|read_model| self.get_order(read_model, &request, deadline))
+            .on_live(|read_model| self.get_order(read_model, &request, confined.as_ref(), deadline))
             .await?)
     }
 
@@ -287,9 +308,10 @@ impl OrderQueries for QueryService {
         &self,
         request: Request<proto::ListOrdersRequest>,
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        let confined = Caller::confinement(&request);
         let request = request.into_inner();
         Ok(self
-            .on_live(|read_model| self.list_orders(read_model, &request))
+            .on_live(|read_model| self.list_orders(read_model, &request, confined.as_ref()))
             .await?)
     }
 
@@ -298,11 +320,17 @@ impl OrderQueries for QueryService {
         request: Request<proto::GetOrderHistoryRequest>,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, Status> {
         record_order(&request.get_ref().order_id);
+        let confined = Caller::confinement(&request);
         let request = request.into_inner();
         Ok(self
-            .on_live(|read_model| self.get_order_history(read_model, &request))
+            .on_live(|read_model| self.get_order_history(read_model, &request, confined.as_ref()))
             .await?)
     }
+}
+
+/// Whether a caller confined to `confined` (if anyone) may see `view`.
+fn visible(view: &OrderView, confined: Option<&CustomerId>) -> bool {
+    confined.is_none_or(|c| view.order.customer_id.as_ref() == Some(c))
 }
 
 /// Names the order in the RPC's span.

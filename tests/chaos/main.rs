@@ -5,6 +5,7 @@
 #[path = "../it/support.rs"]
 mod support;
 
+use orders::auth::AuthedChannel;
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -163,7 +164,7 @@ struct CommandServer {
     kafka: KafkaSettings,
     /// The write database.
     pool: sqlx::PgPool,
-    client: OrderCommandsClient<Channel>,
+    client: OrderCommandsClient<AuthedChannel>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), StartupError>>,
 }
@@ -172,7 +173,9 @@ impl CommandServer {
     async fn start(name: &str) -> Self {
         let database_url = support::fresh_database(name).await;
         let kafka = support::fresh_kafka(name);
-        let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
+        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
+        settings.server.auth = support::auth_settings();
+        let app = Application::build(settings)
             .await
             .expect("build order-command");
         let port = app.port();
@@ -180,9 +183,12 @@ impl CommandServer {
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
         }));
-        let client = OrderCommandsClient::connect(format!("http://127.0.0.1:{port}"))
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
             .await
             .expect("connect");
+        let client = OrderCommandsClient::with_interceptor(channel, support::bearer());
         Self {
             kafka,
             pool: support::pool(&database_url).await,
@@ -324,6 +330,7 @@ fn spawn_query(
 ) -> Child {
     let log = std::fs::File::create(log).expect("create the query log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-query"));
+    command.envs(support::auth_env());
     if let Session::Short = session {
         command.envs(support::query_session_env());
     }
@@ -365,7 +372,7 @@ fn signal(pid: &str, signal: &str) {
 
 /// Places orders one after another, about 50 a second, until `stop`; returns how many.
 fn keep_placing(
-    mut client: OrderCommandsClient<Channel>,
+    mut client: OrderCommandsClient<AuthedChannel>,
     first: usize,
     stop: CancellationToken,
 ) -> JoinHandle<usize> {

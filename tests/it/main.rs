@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod auth;
 mod command;
 mod infra;
 mod query;

@@ -107,6 +107,11 @@ async fn every_grpcurl_example_in_the_readme_works() {
             tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(&command)
+                // What `scripts/dev env` exports: a token with both scopes.
+                .env(
+                    "ORDERS_TOKEN",
+                    support::token(&[orders::auth::SCOPE_READ, orders::auth::SCOPE_WRITE], None),
+                )
                 .output(),
         )
         .await

@@ -5,10 +5,15 @@
 use std::{
     collections::HashMap,
     future::Future,
-    time::{Duration, Instant},
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant, SystemTime},
 };
 
-use orders::config::{KafkaSettings, QuerySettings};
+use orders::{
+    auth::{self, BearerToken, TokenRequest},
+    config::{AuthSettings, KafkaSettings, QuerySettings},
+};
 use rdkafka::{
     ClientConfig, Message,
     consumer::{Consumer, StreamConsumer},
@@ -39,6 +44,58 @@ pub fn fresh_kafka(prefix: &str) -> KafkaSettings {
     KafkaSettings::new(bootstrap(), unique(prefix).replace('_', "."))
 }
 
+/// The tests' signing key and JWKS, generated once per test process.
+pub struct TestAuth {
+    pub jwks: PathBuf,
+    signing_key: Vec<u8>,
+}
+
+/// The test process's keys (the servers the tests start trust their JWKS).
+pub fn auth() -> &'static TestAuth {
+    static AUTH: OnceLock<TestAuth> = OnceLock::new();
+    AUTH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("orders-it-auth-{}", Uuid::new_v4().simple()));
+        let keys = auth::generate_keys(&dir).expect("generate the tests' signing key");
+        TestAuth {
+            signing_key: std::fs::read(&keys.signing_key).expect("read the signing key"),
+            jwks: keys.jwks,
+        }
+    })
+}
+
+/// Auth settings of the tests' servers: on, trusting `auth()`'s JWKS.
+pub fn auth_settings() -> AuthSettings {
+    AuthSettings::with_jwks(&auth().jwks)
+}
+
+/// The environment that makes a spawned server trust `auth()`'s JWKS.
+pub fn auth_env() -> [(&'static str, String); 2] {
+    [
+        ("ORDERS_AUTH", "enabled".into()),
+        ("ORDERS_AUTH_JWKS_FILE", auth().jwks.display().to_string()),
+    ]
+}
+
+/// A token signed by the tests' key with these scopes, for `customer` if given.
+pub fn token(scopes: &[&str], customer: Option<&str>) -> String {
+    let request = TokenRequest {
+        subject: "it".into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        customer_id: customer.map(str::to_owned),
+        ttl: Duration::from_secs(3_600),
+        issuer: orders::config::DEFAULT_AUTH_ISSUER.into(),
+        audience: orders::config::DEFAULT_AUTH_AUDIENCE.into(),
+    };
+    auth::mint(&auth().signing_key, &request, SystemTime::now())
+        .expect("mint a test token")
+        .token
+}
+
+/// An interceptor sending a token with both scopes.
+pub fn bearer() -> BearerToken {
+    BearerToken::new(&token(&[auth::SCOPE_READ, auth::SCOPE_WRITE], None)).expect("ascii token")
+}
+
 /// Group session timeout of the tests' query servers: a killed or frozen
 /// instance loses its partitions after seconds, not the production 45 s.
 pub const TEST_SESSION_TIMEOUT_MS: u32 = 6_000;
@@ -52,6 +109,7 @@ pub fn query_settings(
     group: impl Into<String>,
 ) -> QuerySettings {
     let mut settings = QuerySettings::new(database_url, kafka, group);
+    settings.server.auth = auth_settings();
     settings.consumer.session_timeout_ms = TEST_SESSION_TIMEOUT_MS;
     settings.consumer.heartbeat_interval_ms = TEST_HEARTBEAT_INTERVAL_MS;
     settings

@@ -472,6 +472,7 @@ mod tests {
                 occurred_at: chrono::Utc::now(),
                 correlation_id: String::new(),
                 causation_id: String::new(),
+                actor: None,
             },
             event: Event::OrderConfirmed,
             payload: vec![],

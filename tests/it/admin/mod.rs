@@ -7,6 +7,7 @@ mod rebuild;
 mod scale;
 mod verify;
 
+use orders::auth::AuthedChannel;
 use std::{
     path::Path,
     process::{Child, Command, Output, Stdio},
@@ -23,7 +24,6 @@ use orders::{
     proto::{self, order_commands_client::OrderCommandsClient},
 };
 use sqlx::PgPool;
-use tonic::transport::Channel;
 
 pub use crate::support::{assert_topic_holds, free_port};
 use crate::{
@@ -147,6 +147,7 @@ impl System {
             .unwrap();
         let mut command = Command::new(binary);
         command
+            .envs(support::auth_env())
             .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDERS_QUERY_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
@@ -166,7 +167,7 @@ pub type Acked = Vec<(String, u64)>;
 /// given a line, confirmed and shipped, one in four cancelled, one in four
 /// given a line. Returns every acknowledged (order, version).
 pub async fn place_orders(
-    client: &OrderCommandsClient<Channel>,
+    client: &OrderCommandsClient<AuthedChannel>,
     count: usize,
     tasks: usize,
     prefix: &str,
@@ -195,7 +196,7 @@ pub async fn place_orders(
 /// One order's commands (see `place_orders`), each acknowledged one added to
 /// `acked`; stops at the first failure.
 pub async fn lifecycle(
-    client: &mut OrderCommandsClient<Channel>,
+    client: &mut OrderCommandsClient<AuthedChannel>,
     customer: &str,
     i: usize,
     acked: &mut Acked,

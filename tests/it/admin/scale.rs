@@ -61,7 +61,7 @@ fn kill_all(children: &mut [Child]) {
 /// Places an order, adds a line and confirms it: three commands.
 async fn three_commands(
     client: &mut orders::proto::order_commands_client::OrderCommandsClient<
-        tonic::transport::Channel,
+        orders::auth::AuthedChannel,
     >,
     i: usize,
     acked: &mut Acked,

@@ -268,6 +268,7 @@ async fn append_many(write: &PgPool, orders: usize) -> u64 {
                 occurred_at: Utc::now(),
                 correlation_id: format!("bulk-{i}"),
                 causation_id: format!("bulk-{i}-{n}"),
+                actor: None,
             };
             columns.event_ids.push(meta.event_id);
             columns.order_ids.push(order_id.as_uuid());

@@ -5,6 +5,7 @@
 //! be lost, and retrying every request with its request id after a restart
 //! applies each command exactly once.
 
+use orders::auth::AuthedChannel;
 use std::{
     collections::{BTreeMap, HashMap},
     os::unix::process::ExitStatusExt,
@@ -18,7 +19,6 @@ use orders::{
     proto::{self, order_commands_client::OrderCommandsClient},
 };
 use sqlx::PgPool;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use super::{connect, line, place};
@@ -59,7 +59,10 @@ impl Call {
     }
 
     /// Sends it; the answered version on success.
-    async fn send(&self, client: &mut OrderCommandsClient<Channel>) -> Result<u64, tonic::Status> {
+    async fn send(
+        &self,
+        client: &mut OrderCommandsClient<AuthedChannel>,
+    ) -> Result<u64, tonic::Status> {
         match self.clone() {
             Call::Place(r) => client.place_order(r).await.map(|a| a.into_inner().version),
             Call::Add(r) => client
@@ -84,6 +87,7 @@ fn spawn_command(
         .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-command"));
     command
+        .envs(support::auth_env())
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
@@ -141,7 +145,7 @@ fn burst(round: usize, existing: &[String]) -> Vec<Call> {
 
 /// Sends `calls` all at once; each call's outcome, in order.
 async fn fire(
-    client: &OrderCommandsClient<Channel>,
+    client: &OrderCommandsClient<AuthedChannel>,
     calls: &[Call],
 ) -> Vec<Result<u64, tonic::Status>> {
     let tasks = calls.iter().cloned().map(|call| {

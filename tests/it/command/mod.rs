@@ -11,6 +11,7 @@ mod relay;
 use std::time::Duration;
 
 use orders::{
+    auth::AuthedChannel,
     command::app::Application,
     config::{CommandSettings, KafkaSettings},
     proto::{self, order_commands_client::OrderCommandsClient},
@@ -23,7 +24,7 @@ use crate::support;
 
 /// A running `order-command` on a free port.
 pub struct TestCommand {
-    pub client: OrderCommandsClient<Channel>,
+    pub client: OrderCommandsClient<AuthedChannel>,
     pub pool: PgPool,
     pub database_url: String,
     pub kafka: KafkaSettings,
@@ -42,6 +43,7 @@ impl TestCommand {
     /// A server on the given database and topic.
     pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
         let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
+        settings.server.auth = support::auth_settings();
         settings.relay = relay;
         let app = Application::build(settings)
             .await
@@ -103,11 +105,11 @@ impl TestCommand {
 }
 
 /// A gRPC client for a server on `port`, retrying the connection for a few seconds.
-pub async fn connect(port: u16) -> OrderCommandsClient<Channel> {
+pub async fn connect(port: u16) -> OrderCommandsClient<AuthedChannel> {
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if let Ok(client) = OrderCommandsClient::connect(url.clone()).await {
-            return client;
+        if let Ok(channel) = Channel::from_shared(url.clone()).unwrap().connect().await {
+            return OrderCommandsClient::with_interceptor(channel, support::bearer());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -38,6 +38,7 @@ fn placed_event(order_id: OrderId) -> NewEvent {
         occurred_at: Utc::now(),
         correlation_id: "c".into(),
         causation_id: "c".into(),
+        actor: None,
     };
     NewEvent {
         event_id: meta.event_id,
@@ -146,6 +147,7 @@ async fn only_one_relay_leads_and_a_standby_takes_over_when_it_resigns() {
 /// A real `order-command` process.
 fn spawn_binary(database_url: &str, topic: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_order-command"))
+        .envs(support::auth_env())
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
         .env("KAFKA_BOOTSTRAP_SERVERS", support::bootstrap())

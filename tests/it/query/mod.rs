@@ -23,6 +23,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use orders::{
+    auth::AuthedChannel,
     codec::{self, EventMeta},
     config::{KafkaSettings, QuerySettings},
     domain::{
@@ -244,7 +245,7 @@ fn cloud_event_headers(event: &Produced) -> OwnedHeaders {
 
 /// A running in-process `order-query` and a client of it.
 pub struct TestQuery {
-    pub client: OrderQueriesClient<Channel>,
+    pub client: OrderQueriesClient<AuthedChannel>,
     pub port: u16,
     pub metrics: Option<Arc<ProjectorMetrics>>,
     pub watch: ProjectionWatch,
@@ -305,12 +306,18 @@ impl TestQuery {
 }
 
 /// A client of the query server on `port`, once it accepts connections.
-pub async fn connect(port: u16) -> OrderQueriesClient<Channel> {
+pub async fn connect(port: u16) -> OrderQueriesClient<AuthedChannel> {
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut last_error = None;
     for _ in 0..100 {
-        match OrderQueriesClient::connect(endpoint.clone()).await {
-            Ok(client) => return client,
+        match Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            Ok(channel) => {
+                return OrderQueriesClient::with_interceptor(channel, support::bearer());
+            }
             Err(error) => last_error = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -370,6 +377,7 @@ pub fn envelope(order_id: OrderId, version: u64, at: DateTime<Utc>, event: Event
         occurred_at: at,
         correlation_id: format!("corr-{order_id}"),
         causation_id: Uuid::new_v4().to_string(),
+        actor: None,
     };
     let envelope = codec::event_to_proto(&meta, &event);
     Produced {
@@ -435,7 +443,7 @@ pub fn without_times(mut order: proto::Order) -> proto::Order {
 
 /// `GetOrder` with `min_version`, as a read-your-writes client would call it.
 pub async fn get_at_least(
-    client: &mut OrderQueriesClient<Channel>,
+    client: &mut OrderQueriesClient<AuthedChannel>,
     order_id: &str,
     min_version: u64,
 ) -> Result<tonic::Response<proto::GetOrderResponse>, tonic::Status> {
