@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from concurrent import futures
 
 import grpc
@@ -189,6 +190,30 @@ def test_call_without_token_is_unauthenticated(customer_id):
             assert err.code() == grpc.StatusCode.UNAUTHENTICATED, f"{err.code()}: {err.details()}"
         else:
             pytest.fail(f"ListOrders without a token succeeded ({len(got.orders)} orders): auth not enforced")
+
+
+def test_101_lines_without_product_id_are_refused_with_decodable_details(customer_id):
+    """101 lines with an empty product_id: INVALID_ARGUMENT whose BadRequest a
+    default-settings grpcio channel can receive (grpcio's default metadata size
+    limits, no grpc.max_metadata_size) and decode, with at most 20 field
+    violations plus one summary."""
+    req = commands_pb2.PlaceOrderRequest(
+        request_id=oc.new_id(),
+        customer_id=customer_id,
+        currency_code="EUR",
+        lines=[line("", 1, 100) for _ in range(101)],
+    )
+    # No options at all (not oc.channel's service config either); only the token.
+    with oc.authorized(grpc.insecure_channel(oc.command_addr())) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            oc.commands(ch).PlaceOrder(req, timeout=DEADLINE)
+    err = info.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{err.code()}: {err.details()}"
+    br = oc.bad_request(err)  # grpc_status.rpc_status.from_call
+    assert br is not None, f"no google.rpc.BadRequest in the status details of {err!r}"
+    fields = [v.field for v in br.field_violations]
+    assert 1 <= len(fields) <= 21, f"{len(fields)} field violations: {fields}"
+    assert any(re.fullmatch(r"lines\[\d+\]\.product_id", f) for f in fields), fields
 
 
 class _FlakyQueries(queries_pb2_grpc.OrderQueriesServicer):
