@@ -7,6 +7,7 @@
 package ordersclient
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -19,10 +20,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Env vars naming the servers, and their defaults.
+// Env vars naming the servers and the bearer token, and the servers' defaults.
 const (
 	CommandAddrEnv     = "ORDERS_COMMAND_ADDR"
 	QueryAddrEnv       = "ORDERS_QUERY_ADDR"
+	TokenEnv           = "ORDERS_TOKEN"
 	DefaultCommandAddr = "127.0.0.1:50051"
 	DefaultQueryAddr   = "127.0.0.1:50052"
 )
@@ -32,6 +34,9 @@ func CommandAddr() string { return envOr(CommandAddrEnv, DefaultCommandAddr) }
 
 // QueryAddr is the order-query address from ORDERS_QUERY_ADDR or the default.
 func QueryAddr() string { return envOr(QueryAddrEnv, DefaultQueryAddr) }
+
+// Token is the bearer token from ORDERS_TOKEN ("" when unset).
+func Token() string { return os.Getenv(TokenEnv) }
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
@@ -50,18 +55,39 @@ func ServiceConfigPath() string {
 }
 
 // Dial opens a plaintext HTTP/2 client for addr with the shared service
-// config (per-method timeouts, retries on UNAVAILABLE). Connecting is lazy;
-// every call still needs its own deadline (context.WithTimeout).
-func Dial(addr string) (*grpc.ClientConn, error) {
+// config (per-method timeouts, retries on UNAVAILABLE) that sends
+// ORDERS_TOKEN as a bearer token on every call (none when it is unset).
+// Connecting is lazy; every call still needs its own deadline
+// (context.WithTimeout).
+func Dial(addr string) (*grpc.ClientConn, error) { return DialWithToken(addr, Token()) }
+
+// DialWithToken is Dial with an explicit token; "" sends no authorization
+// header (for servers run with --auth=disabled).
+func DialWithToken(addr, token string) (*grpc.ClientConn, error) {
 	cfg, err := os.ReadFile(ServiceConfigPath())
 	if err != nil {
 		return nil, fmt.Errorf("reading the service config: %w", err)
 	}
-	return grpc.NewClient(addr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(string(cfg)),
-	)
+	}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(token)))
+	}
+	return grpc.NewClient(addr, opts...)
 }
+
+// bearerToken is per-RPC credentials: `authorization: Bearer <token>` on
+// every call.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+// RequireTransportSecurity is false: the dev stack is plaintext on loopback.
+func (bearerToken) RequireTransportSecurity() bool { return false }
 
 // BadRequest returns the google.rpc.BadRequest carried in err's rich status
 // (the grpc-status-details-bin trailer), if any.

@@ -6,6 +6,10 @@
 // ORDERS_QUERY_ADDR (default 127.0.0.1:50052); plaintext HTTP/2. The channels
 // load the shared service config (timeouts, retries on UNAVAILABLE), and
 // every call made through call() carries an explicit deadline.
+//
+// When ORDERS_TOKEN is set, every call on the clients below carries the gRPC
+// metadata `authorization: Bearer $ORDERS_TOKEN`; unset or empty, no
+// authorization header is sent (for servers run with --auth=disabled).
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -51,17 +55,38 @@ const BadRequest = rpcRoot.lookupType('google.rpc.BadRequest');
 const commandAddr = () => process.env.ORDERS_COMMAND_ADDR || '127.0.0.1:50051';
 const queryAddr = () => process.env.ORDERS_QUERY_ADDR || '127.0.0.1:50052';
 
+const token = () => process.env.ORDERS_TOKEN || '';
+
 const channelOptions = {
   'grpc.service_config': SERVICE_CONFIG,
   'grpc.enable_retries': 1,
 };
 
-function commandsClient(addr = commandAddr()) {
-  return new ordersV1.OrderCommands(addr, grpc.credentials.createInsecure(), channelOptions);
+// A client interceptor adding `authorization: Bearer <token>` to every call's
+// metadata. (Not call credentials: grpc-js refuses to compose them with
+// insecure channel credentials, and the dev servers speak plaintext.)
+function bearerToken(bearer) {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set('authorization', `Bearer ${bearer}`);
+        next(metadata, listener);
+      },
+    });
 }
 
-function queriesClient(addr = queryAddr()) {
-  return new ordersV1.OrderQueries(addr, grpc.credentials.createInsecure(), channelOptions);
+// Client options: the service config, and the token interceptor when there is a token.
+function clientOptions(bearer) {
+  return bearer ? { ...channelOptions, interceptors: [bearerToken(bearer)] } : channelOptions;
+}
+
+// bearer defaults to ORDERS_TOKEN; '' (or null) sends no authorization header.
+function commandsClient(addr = commandAddr(), bearer = token()) {
+  return new ordersV1.OrderCommands(addr, grpc.credentials.createInsecure(), clientOptions(bearer));
+}
+
+function queriesClient(addr = queryAddr(), bearer = token()) {
+  return new ordersV1.OrderQueries(addr, grpc.credentials.createInsecure(), clientOptions(bearer));
 }
 
 // Promise-returning unary call with a deadline.
@@ -93,6 +118,7 @@ module.exports = {
   ordersV1,
   commandAddr,
   queryAddr,
+  token,
   commandsClient,
   queriesClient,
   call,

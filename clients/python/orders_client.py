@@ -4,10 +4,16 @@ service config (retries on UNAVAILABLE, per-method timeouts) and the stubs.
 Addresses come from ORDERS_COMMAND_ADDR (default 127.0.0.1:50051) and
 ORDERS_QUERY_ADDR (default 127.0.0.1:50052). The servers speak plaintext
 HTTP/2. Every call made through this module passes an explicit deadline.
+
+When ORDERS_TOKEN is set (`eval "$(scripts/dev env)"` exports it), every call
+on a channel from channel() carries the gRPC metadata
+`authorization: Bearer $ORDERS_TOKEN`; when it is unset or empty, no
+authorization header is sent (for servers run with --auth=disabled).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import sys
@@ -41,14 +47,71 @@ def query_addr() -> str:
     return os.environ.get("ORDERS_QUERY_ADDR") or "127.0.0.1:50052"
 
 
-def channel(addr: str) -> grpc.Channel:
-    return grpc.insecure_channel(
+def token() -> str | None:
+    """The bearer token from ORDERS_TOKEN, or None when it is unset or empty."""
+    return os.environ.get("ORDERS_TOKEN") or None
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call's metadata.
+
+    (An interceptor rather than call credentials: grpcio composes call
+    credentials only with TLS or local (loopback/UDS) channel credentials, and
+    ORDERS_*_ADDR may name a plaintext server on another host.)
+    """
+
+    def __init__(self, bearer: str):
+        self._header = ("authorization", f"Bearer {bearer}")
+
+    def _with_token(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(d.metadata or ()), self._header]
+        return _CallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._with_token(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._with_token(client_call_details), request_iterator)
+
+
+def authorized(ch: grpc.Channel) -> grpc.Channel:
+    """ch with ORDERS_TOKEN sent as a bearer token on every call, or ch itself
+    when ORDERS_TOKEN is unset."""
+    bearer = token()
+    return grpc.intercept_channel(ch, _BearerToken(bearer)) if bearer else ch
+
+
+def channel(addr: str, *, send_token: bool = True) -> grpc.Channel:
+    """A plaintext channel to addr with the service config loaded and retries
+    on, sending ORDERS_TOKEN (see authorized()) unless send_token is False."""
+    ch = grpc.insecure_channel(
         addr,
         options=[
             ("grpc.service_config", SERVICE_CONFIG),
             ("grpc.enable_retries", 1),
         ],
     )
+    return authorized(ch) if send_token else ch
 
 
 def commands(ch: grpc.Channel) -> commands_pb2_grpc.OrderCommandsStub:

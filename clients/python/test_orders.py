@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from concurrent import futures
 
 import grpc
@@ -165,6 +167,55 @@ def test_invalid_request_carries_bad_request_details(cmd, customer_id):
     assert all(fields.values()), fields
 
 
+def _auth_enforced() -> bool:
+    """ORDERS_AUTH_ENFORCED: "1" when the servers require a token (scripts/clients
+    sets it by default), "0" or unset when they do not."""
+    value = os.environ.get("ORDERS_AUTH_ENFORCED", "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"ORDERS_AUTH_ENFORCED must be 0 or 1, not {value!r}")
+    return value == "1"
+
+
+@pytest.mark.skipif(
+    not _auth_enforced(), reason="ORDERS_AUTH_ENFORCED is not 1 (servers not expected to enforce auth)"
+)
+def test_call_without_token_is_unauthenticated(customer_id):
+    # A call that succeeds on a server without auth: it must be refused here.
+    with oc.channel(oc.query_addr(), send_token=False) as ch:
+        try:
+            got = oc.queries(ch).ListOrders(
+                queries_pb2.ListOrdersRequest(customer_id=customer_id, page_size=1), timeout=DEADLINE
+            )
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED, f"{err.code()}: {err.details()}"
+        else:
+            pytest.fail(f"ListOrders without a token succeeded ({len(got.orders)} orders): auth not enforced")
+
+
+def test_101_lines_without_product_id_are_refused_with_decodable_details(customer_id):
+    """101 lines with an empty product_id: INVALID_ARGUMENT whose BadRequest a
+    default-settings grpcio channel can receive (grpcio's default metadata size
+    limits, no grpc.max_metadata_size) and decode, with at most 20 field
+    violations plus one summary."""
+    req = commands_pb2.PlaceOrderRequest(
+        request_id=oc.new_id(),
+        customer_id=customer_id,
+        currency_code="EUR",
+        lines=[line("", 1, 100) for _ in range(101)],
+    )
+    # No options at all (not oc.channel's service config either); only the token.
+    with oc.authorized(grpc.insecure_channel(oc.command_addr())) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            oc.commands(ch).PlaceOrder(req, timeout=DEADLINE)
+    err = info.value
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{err.code()}: {err.details()}"
+    br = oc.bad_request(err)  # grpc_status.rpc_status.from_call
+    assert br is not None, f"no google.rpc.BadRequest in the status details of {err!r}"
+    fields = [v.field for v in br.field_violations]
+    assert 1 <= len(fields) <= 21, f"{len(fields)} field violations: {fields}"
+    assert any(re.fullmatch(r"lines\[\d+\]\.product_id", f) for f in fields), fields
+
+
 class _FlakyQueries(queries_pb2_grpc.OrderQueriesServicer):
     """Answers UNAVAILABLE twice, then the order."""
 
@@ -192,3 +243,39 @@ def test_service_config_retries_unavailable():
         assert fake.calls == 3, "attempts seen by the server (2 retried UNAVAILABLE)"
     finally:
         server.stop(grace=None)
+
+
+class _RecordingQueries(queries_pb2_grpc.OrderQueriesServicer):
+    """Records each call's authorization header (None when absent)."""
+
+    def __init__(self):
+        self.authorization = []
+
+    def GetOrder(self, request, context):
+        md = dict(context.invocation_metadata())
+        self.authorization.append(md.get("authorization"))
+        return queries_pb2.GetOrderResponse(order=queries_pb2.Order(order_id=request.order_id))
+
+
+@pytest.mark.parametrize("token", ["token-for-the-test", None, ""])
+def test_channel_sends_orders_token_as_bearer(monkeypatch, token):
+    """channel() sends `authorization: Bearer $ORDERS_TOKEN`, and no header when
+    ORDERS_TOKEN is unset or empty (checked on a fake server: today's servers
+    accept calls either way)."""
+    if token is None:
+        monkeypatch.delenv("ORDERS_TOKEN", raising=False)
+    else:
+        monkeypatch.setenv("ORDERS_TOKEN", token)
+    fake = _RecordingQueries()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    queries_pb2_grpc.add_OrderQueriesServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with oc.channel(f"127.0.0.1:{port}") as ch:
+            for _ in range(2):
+                oc.queries(ch).GetOrder(queries_pb2.GetOrderRequest(order_id="o-1"), timeout=DEADLINE)
+    finally:
+        server.stop(grace=None)
+    want = f"Bearer {token}" if token else None
+    assert fake.authorization == [want, want]

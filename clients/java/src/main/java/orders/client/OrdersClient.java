@@ -7,7 +7,9 @@ import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.rpc.BadRequest;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.Metadata;
 import io.grpc.protobuf.StatusProto;
+import io.grpc.stub.MetadataUtils;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -24,6 +26,10 @@ import java.util.concurrent.TimeUnit;
  * <p>Addresses come from {@code ORDERS_COMMAND_ADDR} (default 127.0.0.1:50051) and {@code
  * ORDERS_QUERY_ADDR} (default 127.0.0.1:50052). Callers set a deadline on every call ({@code
  * stub.withDeadlineAfter(...)}).
+ *
+ * <p>When {@code ORDERS_TOKEN} is set, every call on a channel from {@link #channel(String)}
+ * carries the metadata {@code authorization: Bearer $ORDERS_TOKEN}; unset or empty, no
+ * authorization header is sent (for servers run with {@code --auth=disabled}).
  */
 public final class OrdersClient {
   /** Per-call deadline; GetOrder with min_version waits server-side for at most 5 s. */
@@ -38,6 +44,14 @@ public final class OrdersClient {
   public static String queryAddr() {
     return env("ORDERS_QUERY_ADDR", "127.0.0.1:50052");
   }
+
+  /** The bearer token from ORDERS_TOKEN, or "" when it is unset. */
+  public static String token() {
+    return env("ORDERS_TOKEN", "");
+  }
+
+  static final Metadata.Key<String> AUTHORIZATION =
+      Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
 
   private static String env(String key, String def) {
     String v = System.getenv(key);
@@ -57,13 +71,31 @@ public final class OrdersClient {
     return new Gson().fromJson(json, new TypeToken<Map<String, Object>>() {}.getType());
   }
 
-  /** A plaintext channel to target with the service config loaded and retries on. */
+  /**
+   * A plaintext channel to target with the service config loaded and retries on, sending
+   * ORDERS_TOKEN as a bearer token on every call (none when it is unset).
+   */
   public static ManagedChannel channel(String target) throws IOException {
-    return ManagedChannelBuilder.forTarget(target)
-        .usePlaintext()
-        .defaultServiceConfig(serviceConfig())
-        .enableRetry()
-        .build();
+    return channel(target, token());
+  }
+
+  /**
+   * {@link #channel(String)} with an explicit token; null or "" sends no authorization header.
+   * The header is added by a channel-wide {@code ClientInterceptor} rather than {@code
+   * CallCredentials}, which grpc-java sets per stub.
+   */
+  public static ManagedChannel channel(String target, String token) throws IOException {
+    ManagedChannelBuilder<?> builder =
+        ManagedChannelBuilder.forTarget(target)
+            .usePlaintext()
+            .defaultServiceConfig(serviceConfig())
+            .enableRetry();
+    if (token != null && !token.isEmpty()) {
+      Metadata headers = new Metadata();
+      headers.put(AUTHORIZATION, "Bearer " + token);
+      builder.intercept(MetadataUtils.newAttachHeadersInterceptor(headers));
+    }
+    return builder.build();
   }
 
   /** Shuts a channel down, waiting a bounded time. */
