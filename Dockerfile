@@ -5,9 +5,10 @@
 
 FROM rust:1.95-bookworm AS build
 # gcc/make for the bundled librdkafka are in the image; pkg-config for the -sys
-# crates. No protoc: build.rs compiles proto/ with the pure-Rust protox.
+# crates, libssl-dev for librdkafka's SASL/SCRAM (rdkafka's `ssl` feature).
+# No protoc: build.rs compiles proto/ with the pure-Rust protox.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -17,7 +18,7 @@ RUN cargo build --release --locked --bins \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home orders
 COPY --from=build /out/ /usr/local/bin/
