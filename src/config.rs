@@ -9,6 +9,17 @@ use crate::telemetry::LogFormat;
 
 /// Topic carrying every `OrderEvent`.
 pub const DEFAULT_TOPIC: &str = "orders.events.v1";
+/// Default Kafka bootstrap servers.
+pub const DEFAULT_KAFKA_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
+/// Default partition count of the topic when it is created.
+pub const DEFAULT_TOPIC_PARTITIONS: i32 = 3;
+/// Default security protocol: no authentication (a broker without SASL).
+pub const DEFAULT_KAFKA_SECURITY_PROTOCOL: KafkaSecurityProtocol = KafkaSecurityProtocol::Plaintext;
+/// Default SASL mechanism.
+pub const DEFAULT_KAFKA_SASL_MECHANISM: KafkaSaslMechanism = KafkaSaslMechanism::ScramSha512;
+/// The variable that may hold the SASL password itself. Environment only:
+/// there is no password flag, so a password never shows in a process list.
+pub const KAFKA_PASSWORD_ENV: &str = "ORDERS_KAFKA_PASSWORD";
 
 /// Kafka client settings shared by the relay, the projector and the CLI.
 #[derive(Debug, Clone, Args)]
@@ -17,19 +28,142 @@ pub struct KafkaSettings {
     #[arg(
         long = "kafka-bootstrap-servers",
         env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "127.0.0.1:9092"
+        default_value = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
     )]
     pub bootstrap_servers: String,
     /// Topic of order events.
     #[arg(long = "topic", env = "ORDERS_TOPIC", default_value = DEFAULT_TOPIC)]
     pub topic: String,
-    /// Partitions of the topic when the relay creates it.
+    /// Partitions of the topic when it is created.
     #[arg(
         long = "topic-partitions",
         env = "ORDERS_TOPIC_PARTITIONS",
-        default_value_t = 3
+        default_value_t = DEFAULT_TOPIC_PARTITIONS
     )]
     pub topic_partitions: i32,
+    /// `plaintext` (no authentication), or `sasl_plaintext` / `sasl_ssl`:
+    /// authenticate with a username and password (SASL/SCRAM).
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "ORDERS_KAFKA_SECURITY_PROTOCOL",
+        value_enum,
+        ignore_case = true,
+        default_value_t = DEFAULT_KAFKA_SECURITY_PROTOCOL
+    )]
+    pub security_protocol: KafkaSecurityProtocol,
+    /// SASL mechanism.
+    #[arg(
+        long = "kafka-sasl-mechanism",
+        env = "ORDERS_KAFKA_SASL_MECHANISM",
+        value_enum,
+        ignore_case = true,
+        default_value_t = DEFAULT_KAFKA_SASL_MECHANISM
+    )]
+    pub sasl_mechanism: KafkaSaslMechanism,
+    /// SASL username: the principal `User:<name>` the broker's ACLs name.
+    #[arg(long = "kafka-username", env = "ORDERS_KAFKA_USERNAME")]
+    pub username: Option<String>,
+    /// File holding the SASL password (its first line). Alternatively the
+    /// password itself in ORDERS_KAFKA_PASSWORD (environment only: no flag
+    /// takes a password).
+    #[arg(
+        long = "kafka-password-file",
+        env = "ORDERS_KAFKA_PASSWORD_FILE",
+        value_name = "PATH"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// The SASL password itself, from ORDERS_KAFKA_PASSWORD only.
+    #[arg(skip = Secret::from_env(KAFKA_PASSWORD_ENV))]
+    pub password: Option<Secret>,
+    /// PEM file of the CA certificates the brokers' certificates chain to
+    /// (`sasl_ssl` only); the system's trust store when unset.
+    #[arg(
+        long = "kafka-ssl-ca-file",
+        env = "ORDERS_KAFKA_SSL_CA_FILE",
+        value_name = "PATH"
+    )]
+    pub ssl_ca_file: Option<PathBuf>,
+}
+
+/// How the Kafka clients talk to the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    /// No authentication and no encryption.
+    #[value(name = "plaintext")]
+    Plaintext,
+    /// SASL authentication, no encryption (loopback or a private network).
+    #[value(name = "sasl_plaintext")]
+    SaslPlaintext,
+    /// SASL authentication over TLS.
+    #[value(name = "sasl_ssl")]
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// librdkafka's `security.protocol` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    /// Whether clients authenticate with SASL.
+    pub fn uses_sasl(self) -> bool {
+        !matches!(self, Self::Plaintext)
+    }
+}
+
+/// SASL mechanisms the Kafka clients offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSaslMechanism {
+    /// SCRAM with SHA-512 (RFC 7677): the password never crosses the wire.
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+    /// SCRAM with SHA-256.
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+}
+
+impl KafkaSaslMechanism {
+    /// librdkafka's `sasl.mechanism` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+        }
+    }
+}
+
+/// A password: `Debug` shows `[redacted]`, and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value of environment variable `name`, if it is set and not empty.
+    pub fn from_env(name: &str) -> Option<Self> {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.is_empty())
+            .map(Self)
+    }
+
+    /// The secret itself, for the one place that hands it to a client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// Settings common to both gRPC servers.
@@ -146,12 +280,19 @@ impl Default for ServerSettings {
 }
 
 impl KafkaSettings {
-    /// Settings for a broker and topic with the default partition count.
+    /// Settings for a broker and topic with the default partition count, no
+    /// authentication.
     pub fn new(bootstrap_servers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
             bootstrap_servers: bootstrap_servers.into(),
             topic: topic.into(),
-            topic_partitions: 3,
+            topic_partitions: DEFAULT_TOPIC_PARTITIONS,
+            security_protocol: DEFAULT_KAFKA_SECURITY_PROTOCOL,
+            sasl_mechanism: DEFAULT_KAFKA_SASL_MECHANISM,
+            username: None,
+            password_file: None,
+            password: None,
+            ssl_ca_file: None,
         }
     }
 }
@@ -480,6 +621,106 @@ mod tests {
         assert_eq!(parsed.session_timeout_ms, 45_000);
         assert_eq!(cli.settings.stall_after_ms, 30_000);
         assert!(!cli.settings.projector_synchronous_commit);
+    }
+
+    #[test]
+    fn the_kafka_settings_default_to_the_values_embedding_uses() {
+        // From the flags' declared defaults, not a parse: `scripts/dev env`
+        // exports these variables into the shell that runs the tests.
+        use clap::CommandFactory;
+        let command = Cli::command();
+        let default = |id: &str| {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .unwrap_or_else(|| panic!("no argument {id}"));
+            let values = arg.get_default_values();
+            values.first().map(|v| v.to_string_lossy().into_owned())
+        };
+        let embedded = KafkaSettings::new(DEFAULT_KAFKA_BOOTSTRAP_SERVERS, DEFAULT_TOPIC);
+        assert_eq!(
+            [
+                default("bootstrap_servers"),
+                default("topic"),
+                default("topic_partitions"),
+                default("security_protocol"),
+                default("sasl_mechanism"),
+                default("username"),
+                default("password_file"),
+            ],
+            [
+                Some(embedded.bootstrap_servers),
+                Some(embedded.topic),
+                Some(embedded.topic_partitions.to_string()),
+                Some(embedded.security_protocol.as_str().to_owned()),
+                Some(embedded.sasl_mechanism.as_str().to_owned()),
+                embedded.username,
+                embedded.password_file.map(|p| p.display().to_string()),
+            ]
+        );
+        assert_eq!(embedded.security_protocol, KafkaSecurityProtocol::Plaintext);
+        assert!(embedded.password.is_none());
+    }
+
+    #[test]
+    fn the_kafka_credentials_take_flags_but_the_password_only_a_file_or_the_environment() {
+        let cli = Cli::try_parse_from([
+            "order-query",
+            "--database-url",
+            "postgres://db/read",
+            "--kafka-security-protocol",
+            "SASL_PLAINTEXT",
+            "--kafka-sasl-mechanism",
+            "scram-sha-256",
+            "--kafka-username",
+            "orders-query",
+            "--kafka-password-file",
+            "/run/secrets/kafka",
+        ])
+        .expect("parses");
+        let kafka = cli.settings.kafka;
+        assert_eq!(
+            kafka.security_protocol,
+            KafkaSecurityProtocol::SaslPlaintext
+        );
+        assert_eq!(kafka.sasl_mechanism, KafkaSaslMechanism::ScramSha256);
+        assert_eq!(kafka.username.as_deref(), Some("orders-query"));
+        assert_eq!(
+            kafka.password_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/kafka"))
+        );
+
+        for flag in ["--kafka-password", "--password"] {
+            let error = Cli::try_parse_from([
+                "order-query",
+                "--database-url",
+                "postgres://db/read",
+                flag,
+                "hunter2",
+            ])
+            .expect_err("no flag takes a password");
+            assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+        }
+        let error = Cli::try_parse_from([
+            "order-query",
+            "--database-url",
+            "postgres://db/read",
+            "hunter2",
+        ])
+        .expect_err("nor a positional argument");
+        assert_eq!(error.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn a_password_never_shows_in_debug_output() {
+        let mut kafka = KafkaSettings::new("127.0.0.1:9092", DEFAULT_TOPIC);
+        kafka.security_protocol = KafkaSecurityProtocol::SaslPlaintext;
+        kafka.username = Some("orders-relay".into());
+        kafka.password = Some(Secret::new("hunter2-very-secret"));
+        let shown = format!("{kafka:?} {kafka:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert!(shown.contains("orders-relay"), "{shown}");
     }
 
     #[test]

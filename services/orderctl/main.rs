@@ -13,6 +13,7 @@ use orders::{
     },
     auth::{self, TokenRequest},
     config::{AdminSettings, DEFAULT_AUTH_AUDIENCE, DEFAULT_AUTH_ISSUER},
+    kafka::{self, TopicStatus},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -71,6 +72,11 @@ enum Command {
         #[arg(long, value_name = "M")]
         to_position: Option<i64>,
     },
+    /// Creates the events topic (ORDERS_TOPIC, with ORDERS_TOPIC_PARTITIONS
+    /// partitions and infinite retention) unless it exists. On a broker with
+    /// ACLs only the admin principal may create topics: the servers' users
+    /// only check that it is there.
+    CreateTopic,
     /// Messages the projector could not apply (live generation).
     DeadLetter {
         #[command(subcommand)]
@@ -196,6 +202,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 keys.jwks.display(),
                 keys.kid
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CreateTopic => {
+            let status = kafka::ensure_topic(&settings.kafka).await?;
+            let what = match status {
+                TopicStatus::Created => "created",
+                TopicStatus::Existed => "exists",
+            };
+            println!("topic {}: {what}", settings.kafka.topic);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

@@ -38,12 +38,10 @@ pub struct CatchUpArgs {
     /// An empty read database of its own.
     #[arg(long)]
     read_database_url: String,
-    /// The topic holding the backlog.
-    #[arg(long)]
-    topic: String,
-    /// Kafka bootstrap servers.
-    #[arg(long)]
-    bootstrap: String,
+    /// The broker, the topic holding the backlog (`--topic`) and the
+    /// credentials, which the server inherits (those of the query principal).
+    #[command(flatten)]
+    kafka: KafkaSettings,
     /// A consumer group that has committed no offsets.
     #[arg(long)]
     group: String,
@@ -90,9 +88,9 @@ pub async fn run(args: CatchUpArgs) -> anyhow::Result<()> {
         .connect(&args.read_database_url)
         .await
         .context("connect to the catch-up read database")?;
-    let (start, end) = offsets(&args.bootstrap, &args.topic).await?;
+    let (start, end) = offsets(&args.kafka).await?;
     let backlog = end - start;
-    anyhow::ensure!(backlog > 0, "topic {} holds no event", args.topic);
+    anyhow::ensure!(backlog > 0, "topic {} holds no event", args.kafka.topic);
     let target = start + args.max_events.map_or(backlog, |n| n.min(backlog));
 
     let mut server = spawn(&args)?;
@@ -105,7 +103,7 @@ pub async fn run(args: CatchUpArgs) -> anyhow::Result<()> {
             anyhow::bail!("order-query exited during the catch-up ({status})");
         }
         // Errors are expected until the server has created its tables.
-        match stored_positions(&pool, &args.topic).await {
+        match stored_positions(&pool, &args.kafka.topic).await {
             Ok(sum) => (stored, last_error) = (sum, None),
             Err(e) => last_error = Some(e),
         }
@@ -141,10 +139,9 @@ pub async fn run(args: CatchUpArgs) -> anyhow::Result<()> {
 }
 
 /// The sums of the topic's low and high watermarks over its partitions.
-async fn offsets(bootstrap: &str, topic: &str) -> anyhow::Result<(u64, u64)> {
-    let settings = KafkaSettings::new(bootstrap, topic);
-    let client: BaseConsumer = kafka::base_config(&settings).create()?;
-    let topic = topic.to_owned();
+async fn offsets(settings: &KafkaSettings) -> anyhow::Result<(u64, u64)> {
+    let client: BaseConsumer = kafka::base_config(settings)?.create()?;
+    let topic = settings.topic.clone();
     let watermarks = tokio::task::spawn_blocking(move || {
         kafka::watermarks(&client, &topic, REQUEST_TIMEOUT)
             .with_context(|| format!("watermarks of {topic}"))
@@ -188,13 +185,29 @@ fn spawn(args: &CatchUpArgs) -> anyhow::Result<Child> {
         // stdout carries this program's JSON: the server writes to stderr only.
         None => (Stdio::from(std::io::stderr()), Stdio::inherit()),
     };
-    Command::new(&args.query_bin)
+    let kafka = &args.kafka;
+    let mut command = Command::new(&args.query_bin);
+    // The same Kafka user as this process (a password from the environment
+    // is inherited; none is ever passed as an argument).
+    command
+        .env(
+            "ORDERS_KAFKA_SECURITY_PROTOCOL",
+            kafka.security_protocol.as_str(),
+        )
+        .env("ORDERS_KAFKA_SASL_MECHANISM", kafka.sasl_mechanism.as_str());
+    if let Some(username) = &kafka.username {
+        command.env("ORDERS_KAFKA_USERNAME", username);
+    }
+    if let Some(file) = &kafka.password_file {
+        command.env("ORDERS_KAFKA_PASSWORD_FILE", file);
+    }
+    command
         .env("ORDERS_QUERY_ADDR", args.addr.to_string())
         .env("ORDERS_QUERY_METRICS_ADDR", args.metrics_addr.to_string())
         .env("ORDERS_READ_DATABASE_URL", &args.read_database_url)
-        .env("ORDERS_TOPIC", &args.topic)
+        .env("ORDERS_TOPIC", &args.kafka.topic)
         .env("ORDERS_CONSUMER_GROUP", &args.group)
-        .env("KAFKA_BOOTSTRAP_SERVERS", &args.bootstrap)
+        .env("KAFKA_BOOTSTRAP_SERVERS", &args.kafka.bootstrap_servers)
         .env("ORDERS_PROJECTOR", "true")
         .env(
             "RUST_LOG",

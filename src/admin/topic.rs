@@ -24,7 +24,7 @@ impl TopicOffsets {
     /// A client of the broker and topic in `settings`.
     pub fn new(settings: &KafkaSettings) -> Result<Self, AdminError> {
         Ok(Self {
-            consumer: Arc::new(kafka::base_config(settings).create()?),
+            consumer: Arc::new(kafka::base_config(settings)?.create()?),
             topic: settings.topic.clone(),
         })
     }

@@ -56,7 +56,7 @@ impl DependencyProbe {
     pub fn new(settings: &QuerySettings, live: LiveProjection) -> Result<Self, QueryError> {
         Ok(Self {
             live,
-            broker: Arc::new(kafka::base_config(&settings.kafka).create()?),
+            broker: Arc::new(kafka::base_config(&settings.kafka)?.create()?),
             topic: settings.kafka.topic.clone(),
             watchdog: Arc::new(Mutex::new(Watchdog::new(Duration::from_millis(
                 settings.stall_after_ms,
@@ -154,7 +154,9 @@ impl Application {
         let listener = TcpListener::bind(settings.listen_addr).await?;
         let port = listener.local_addr()?.port();
         let projector = if settings.projector {
-            // The relay creates the topic too; whoever starts first wins.
+            // Creates the topic only where this user may (a broker without
+            // ACLs; else the admin principal created it); either way a missing
+            // topic is logged, and the projector starts once it exists.
             if let Err(error) = kafka::ensure_topic(&settings.kafka).await {
                 tracing::warn!(%error, topic = %settings.kafka.topic, "cannot ensure the topic exists");
             }

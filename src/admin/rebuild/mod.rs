@@ -493,7 +493,7 @@ async fn write_chunk(
 /// Deletes the rebuild's consumer group (best effort: it only holds courtesy offsets).
 async fn delete_group(settings: &KafkaSettings, group: &str) {
     let deleted = async {
-        let admin: AdminClient<DefaultClientContext> = kafka::base_config(settings).create()?;
+        let admin: AdminClient<DefaultClientContext> = kafka::base_config(settings)?.create()?;
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         admin.delete_groups(&[group], &options).await
     }

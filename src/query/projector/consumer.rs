@@ -187,9 +187,9 @@ impl FreezeSwitch {
 }
 
 /// The projector's consumer configuration.
-pub(super) fn consumer_config(settings: &QuerySettings) -> ClientConfig {
+pub(super) fn consumer_config(settings: &QuerySettings) -> Result<ClientConfig, KafkaError> {
     let consumer = &settings.consumer;
-    let mut config = kafka::base_config(&settings.kafka);
+    let mut config = kafka::base_config(&settings.kafka)?;
     config
         .set("group.id", &settings.consumer_group)
         .set("enable.auto.commit", "false")
@@ -225,7 +225,7 @@ pub(super) fn consumer_config(settings: &QuerySettings) -> ClientConfig {
     if !consumer.debug.is_empty() {
         config.set("debug", &consumer.debug);
     }
-    config
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -241,7 +241,7 @@ mod tests {
             "order-query",
         );
         settings.consumer.max_poll_interval_ms = 45_000;
-        let config = consumer_config(&settings);
+        let config = consumer_config(&settings).unwrap();
         assert_eq!(config.get("group.id"), Some("order-query"));
         assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(config.get("session.timeout.ms"), Some("45000"));

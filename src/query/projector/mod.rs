@@ -209,11 +209,11 @@ impl Projector {
         let topic = settings.kafka.topic.clone();
         let rebalances = Arc::new(Mutex::new(Rebalances::default()));
         let starts = StartOffsets::default();
-        let config = consumer_config(settings);
+        let config = consumer_config(settings)?;
         let cache = ReadCache::new(cache::DEFAULT_CAPACITY);
         let consumer = ProjectorContext::consumer(&config, &topic, &rebalances, &starts, &cache)?;
         Ok(Self {
-            liveness: Liveness::new(kafka::base_config(&settings.kafka), topic.clone()),
+            liveness: Liveness::new(kafka::base_config(&settings.kafka)?, topic.clone()),
             config,
             consumer: Arc::new(consumer),
             subscribed: false,
