@@ -173,6 +173,8 @@ impl CommandServer {
     async fn start(name: &str) -> Self {
         let database_url = support::fresh_database(name).await;
         let kafka = support::fresh_kafka(name);
+        support::create_topic(&kafka).await;
+        let kafka = support::kafka_as(&kafka, support::KafkaUser::Relay);
         let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
         settings.server.auth = support::auth_settings();
         let app = Application::build(settings)
@@ -330,7 +332,9 @@ fn spawn_query(
 ) -> Child {
     let log = std::fs::File::create(log).expect("create the query log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-query"));
-    command.envs(support::auth_env());
+    command
+        .envs(support::auth_env())
+        .envs(support::kafka_env(support::KafkaUser::Query));
     if let Session::Short = session {
         command.envs(support::query_session_env());
     }

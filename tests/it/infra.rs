@@ -11,7 +11,8 @@ use crate::support;
 async fn a_message_produced_to_a_fresh_topic_is_consumed() {
     let kafka = support::fresh_kafka("infra");
     ensure_topic(&kafka).await.expect("create topic");
-    let producer = idempotent_producer(&kafka).expect("producer");
+    let producer = idempotent_producer(&support::kafka_as(&kafka, support::KafkaUser::Relay))
+        .expect("producer");
     let payload = format!("hello {}", kafka.topic);
     producer
         .send(

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod command;
 mod infra;
+mod kafka_acl;
 mod query;
 mod readme;
 mod supervision;

@@ -31,7 +31,8 @@ async fn run_to_exit(binary: &str, env: &[(&str, String)]) -> (bool, String) {
 
 async fn command_env(name: &str, task: &str) -> Vec<(&'static str, String)> {
     let kafka = support::fresh_kafka(name);
-    vec![
+    support::create_topic(&kafka).await;
+    let mut env = vec![
         (
             "ORDERS_WRITE_DATABASE_URL",
             support::fresh_database(name).await,
@@ -40,7 +41,9 @@ async fn command_env(name: &str, task: &str) -> Vec<(&'static str, String)> {
         ("ORDERS_TOPIC", kafka.topic),
         ("ORDERS_COMMAND_ADDR", "127.0.0.1:0".into()),
         ("ORDERS_FAULT_PANIC_TASK", task.into()),
-    ]
+    ];
+    env.extend(support::kafka_env(support::KafkaUser::Relay));
+    env
 }
 
 #[tokio::test]
@@ -66,6 +69,7 @@ async fn order_command_exits_non_zero_when_the_relay_panics() {
 #[tokio::test]
 async fn order_query_exits_non_zero_when_the_projector_panics() {
     let kafka = support::fresh_kafka("sup_projector");
+    support::create_topic(&kafka).await;
     let mut env = vec![
         (
             "ORDERS_READ_DATABASE_URL",
@@ -78,6 +82,7 @@ async fn order_query_exits_non_zero_when_the_projector_panics() {
         ("ORDERS_FAULT_PANIC_TASK", "projector".into()),
     ];
     env.extend(support::query_session_env());
+    env.extend(support::kafka_env(support::KafkaUser::Query));
     let (success, log) = run_to_exit(env!("CARGO_BIN_EXE_order-query"), &env).await;
     assert!(!success, "exit status is non-zero; log:\n{log}");
     assert!(log.contains("background task projector panicked"), "{log}");

@@ -10,9 +10,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use clap::ValueEnum;
 use orders::{
     auth::{self, BearerToken, TokenRequest},
-    config::{AuthSettings, KafkaSettings, QuerySettings},
+    config::{
+        AuthSettings, KafkaSaslMechanism, KafkaSecurityProtocol, KafkaSettings, QuerySettings,
+    },
+    kafka,
 };
 use rdkafka::{
     ClientConfig, Message,
@@ -39,9 +43,107 @@ pub fn unique(prefix: &str) -> String {
     format!("it_{prefix}_{}", Uuid::new_v4().simple())
 }
 
-/// Kafka settings for a fresh, not yet created topic.
+/// Kafka settings for a fresh, not yet created topic (`it.<prefix>.<id>`), as
+/// the admin user, who may create it ([`create_topic`]).
 pub fn fresh_kafka(prefix: &str) -> KafkaSettings {
-    KafkaSettings::new(bootstrap(), unique(prefix).replace('_', "."))
+    kafka_as(
+        &KafkaSettings::new(bootstrap(), unique(prefix).replace('_', ".")),
+        KafkaUser::Admin,
+    )
+}
+
+/// The dev stack's Kafka users: `scripts/dev` creates them and their ACLs
+/// (ARCHITECTURE.md, "Kafka principals"), `scripts/dev env` exports each
+/// one's name and password file. Test topics are `it.*`, test groups `it_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaUser {
+    /// `orders-admin` (orderctl): creates topics, reads them, deletes groups.
+    Admin,
+    /// `orders-relay`: the only one that writes the topics.
+    Relay,
+    /// `orders-query`: reads the topics in its consumer groups.
+    Query,
+    /// The broker's own super user, for what no service does (deleting a topic).
+    Superuser,
+}
+
+impl KafkaUser {
+    fn variable(self, what: &str) -> String {
+        let role = match self {
+            Self::Admin => "ADMIN",
+            Self::Relay => "RELAY",
+            Self::Query => "QUERY",
+            Self::Superuser => "SUPERUSER",
+        };
+        env(&format!("ORDERS_KAFKA_{role}_{what}"))
+    }
+
+    /// The user's name.
+    pub fn username(self) -> String {
+        self.variable("USERNAME")
+    }
+
+    /// The file holding the user's password.
+    pub fn password_file(self) -> PathBuf {
+        self.variable("PASSWORD_FILE").into()
+    }
+}
+
+fn security_protocol() -> KafkaSecurityProtocol {
+    let value = env("ORDERS_KAFKA_SECURITY_PROTOCOL");
+    KafkaSecurityProtocol::from_str(&value, true)
+        .unwrap_or_else(|e| panic!("ORDERS_KAFKA_SECURITY_PROTOCOL={value}: {e}"))
+}
+
+fn sasl_mechanism() -> KafkaSaslMechanism {
+    let value = env("ORDERS_KAFKA_SASL_MECHANISM");
+    KafkaSaslMechanism::from_str(&value, true)
+        .unwrap_or_else(|e| panic!("ORDERS_KAFKA_SASL_MECHANISM={value}: {e}"))
+}
+
+/// `kafka` (broker, topic) as `user`.
+pub fn kafka_as(kafka: &KafkaSettings, user: KafkaUser) -> KafkaSettings {
+    let mut kafka = kafka.clone();
+    kafka.security_protocol = security_protocol();
+    kafka.sasl_mechanism = sasl_mechanism();
+    kafka.username = Some(user.username());
+    kafka.password_file = Some(user.password_file());
+    kafka.password = None;
+    kafka
+}
+
+/// The environment that makes a spawned server or `orderctl` connect as `user`.
+pub fn kafka_env(user: KafkaUser) -> [(&'static str, String); 4] {
+    [
+        (
+            "ORDERS_KAFKA_SECURITY_PROTOCOL",
+            security_protocol().as_str().into(),
+        ),
+        (
+            "ORDERS_KAFKA_SASL_MECHANISM",
+            sasl_mechanism().as_str().into(),
+        ),
+        ("ORDERS_KAFKA_USERNAME", user.username()),
+        (
+            "ORDERS_KAFKA_PASSWORD_FILE",
+            user.password_file().display().to_string(),
+        ),
+    ]
+}
+
+/// A client configuration for the test broker as `user`, for the rdkafka
+/// clients tests build themselves.
+pub fn client_config(user: KafkaUser) -> ClientConfig {
+    kafka::base_config(&kafka_as(&KafkaSettings::new(bootstrap(), ""), user))
+        .expect("a client configuration from the test environment")
+}
+
+/// Creates `kafka.topic` unless it exists, as the admin user (the servers'
+/// users may not create topics).
+pub async fn create_topic(kafka: &KafkaSettings) {
+    kafka::ensure_topic(&kafka_as(kafka, KafkaUser::Admin))
+        .await
+        .unwrap_or_else(|e| panic!("create topic {} as the admin user: {e}", kafka.topic));
 }
 
 /// The tests' signing key and JWKS, generated once per test process.
@@ -102,13 +204,14 @@ pub const TEST_SESSION_TIMEOUT_MS: u32 = 6_000;
 /// Heartbeat interval that goes with `TEST_SESSION_TIMEOUT_MS`.
 pub const TEST_HEARTBEAT_INTERVAL_MS: u32 = 1_500;
 
-/// Query settings for tests: any free port, a short group session.
+/// Query settings for tests: any free port, a short group session, `kafka`'s
+/// broker and topic as the query user.
 pub fn query_settings(
     database_url: impl Into<String>,
     kafka: KafkaSettings,
     group: impl Into<String>,
 ) -> QuerySettings {
-    let mut settings = QuerySettings::new(database_url, kafka, group);
+    let mut settings = QuerySettings::new(database_url, kafka_as(&kafka, KafkaUser::Query), group);
     settings.server.auth = auth_settings();
     settings.consumer.session_timeout_ms = TEST_SESSION_TIMEOUT_MS;
     settings.consumer.heartbeat_interval_ms = TEST_HEARTBEAT_INTERVAL_MS;
@@ -174,10 +277,10 @@ where
     }
 }
 
-/// A consumer of `topic` from the beginning, in a group of its own.
+/// A consumer of `topic` from the beginning, in a group of its own, as the
+/// query user.
 pub fn topic_reader(topic: &str) -> StreamConsumer {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
+    let consumer: StreamConsumer = client_config(KafkaUser::Query)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

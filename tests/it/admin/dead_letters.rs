@@ -22,7 +22,9 @@ async fn dead_letters_are_listed_and_those_that_now_apply_are_replayed_and_remov
     let command = system.start_command().await;
     let mut query = system.start_query().await;
     place_orders(&command.client, 10, 2, "dead").await;
-    let producer = kafka::idempotent_producer(&system.kafka).unwrap();
+    let producer =
+        kafka::idempotent_producer(&support::kafka_as(&system.kafka, support::KafkaUser::Relay))
+            .unwrap();
     producer
         .send(
             FutureRecord::to(&system.kafka.topic)

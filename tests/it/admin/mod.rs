@@ -107,9 +107,10 @@ impl System {
         (orders as u64, events as u64)
     }
 
-    /// The environment `orderctl` and the servers read.
+    /// The environment `orderctl` and the servers read (Kafka as the admin
+    /// user, `orderctl`'s).
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("ORDERS_WRITE_DATABASE_URL", self.write_url.clone()),
             ("ORDERS_READ_DATABASE_URL", self.read_url.clone()),
             (
@@ -123,7 +124,9 @@ impl System {
             ),
             ("ORDERS_CONSUMER_GROUP", self.group.clone()),
             ("RUST_LOG", "info,rdkafka=warn,sqlx=warn,h2=warn".into()),
-        ]
+        ];
+        env.extend(support::kafka_env(support::KafkaUser::Admin));
+        env
     }
 
     /// Runs the real `orderctl` binary with this system's environment.
@@ -155,6 +158,13 @@ impl System {
         for (name, value) in self.env() {
             command.env(name, value);
         }
+        // Each server as its own Kafka user.
+        let user = if binary.ends_with("order-command") {
+            support::KafkaUser::Relay
+        } else {
+            support::KafkaUser::Query
+        };
+        command.envs(support::kafka_env(user));
         command.envs(support::query_session_env());
         command.spawn().expect("spawn server binary")
     }

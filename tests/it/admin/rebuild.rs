@@ -21,7 +21,6 @@ use orders::{
     },
 };
 use rdkafka::{
-    ClientConfig,
     admin::{AdminClient, AdminOptions},
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
@@ -181,12 +180,13 @@ async fn a_rebuild_under_load_switches_every_reader_with_no_failed_read() {
     command.stop().await;
 }
 
-/// Deletes the topic and creates it again, empty.
+/// Deletes the topic and creates it again, empty. No service deletes topics:
+/// the broker's super user does it here.
 async fn recreate_topic(settings: &KafkaSettings) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.bootstrap_servers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        support::client_config(support::KafkaUser::Superuser)
+            .create()
+            .unwrap();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin
         .delete_topics(&[&settings.topic], &options)
@@ -196,8 +196,7 @@ async fn recreate_topic(settings: &KafkaSettings) {
         result.expect("topic deleted");
     }
     let probe: Arc<BaseConsumer> = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &settings.bootstrap_servers)
+        support::client_config(support::KafkaUser::Admin)
             .create()
             .unwrap(),
     );

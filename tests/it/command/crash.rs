@@ -88,6 +88,7 @@ fn spawn_command(
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-command"));
     command
         .envs(support::auth_env())
+        .envs(support::kafka_env(support::KafkaUser::Relay))
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
@@ -207,6 +208,7 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 async fn a_crash_mid_batch_commits_nothing_of_the_batch_and_retries_apply_exactly_once() {
     let database_url = support::fresh_database("cmd_crash").await;
     let kafka = support::fresh_kafka("cmd_crash");
+    support::create_topic(&kafka).await;
     let log = std::env::temp_dir().join(format!("{}.log", support::unique("order_command_crash")));
     let port = free_port();
     let mut child = spawn_command(&database_url, &kafka, port, Some(ABORT_AT), &log);

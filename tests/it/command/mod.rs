@@ -40,8 +40,11 @@ impl TestCommand {
         Self::start_with(database_url, support::fresh_kafka("cmd"), true).await
     }
 
-    /// A server on the given database and topic.
+    /// A server on the given database and topic (created first, as the admin
+    /// user); it connects to Kafka as the relay user, and so does `kafka`.
     pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
+        support::create_topic(&kafka).await;
+        let kafka = support::kafka_as(&kafka, support::KafkaUser::Relay);
         let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
         settings.server.auth = support::auth_settings();
         settings.relay = relay;

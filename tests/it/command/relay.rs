@@ -148,6 +148,7 @@ async fn only_one_relay_leads_and_a_standby_takes_over_when_it_resigns() {
 fn spawn_binary(database_url: &str, topic: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_order-command"))
         .envs(support::auth_env())
+        .envs(support::kafka_env(support::KafkaUser::Relay))
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
         .env("KAFKA_BOOTSTRAP_SERVERS", support::bootstrap())
@@ -163,6 +164,7 @@ fn spawn_binary(database_url: &str, topic: &str, port: u16) -> Child {
 async fn kill_9_mid_stream_loses_no_acknowledged_event_and_keeps_per_order_order() {
     let database_url = support::fresh_database("kill").await;
     let kafka = support::fresh_kafka("kill");
+    support::create_topic(&kafka).await;
     let pool = support::pool(&database_url).await;
     let port = support::free_port();
     let mut child = spawn_binary(&database_url, &kafka.topic, port);

@@ -39,7 +39,6 @@ use orders::{
 };
 use prost::Message as _;
 use rdkafka::{
-    ClientConfig,
     consumer::{BaseConsumer, Consumer},
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
@@ -70,7 +69,10 @@ impl Stack {
         kafka.topic_partitions = partitions;
         kafka::ensure_topic(&kafka).await.expect("create topic");
         let database_url = support::fresh_database(prefix).await;
-        let producer = kafka::idempotent_producer(&kafka).expect("create producer");
+        // As the relay would publish them: as the relay user.
+        let producer =
+            kafka::idempotent_producer(&support::kafka_as(&kafka, support::KafkaUser::Relay))
+                .expect("create producer");
         Self {
             pool: support::pool(&database_url).await,
             group: support::unique(prefix),
@@ -198,8 +200,7 @@ pub async fn positions(pool: &PgPool, topic: &str) -> HashMap<i32, i64> {
 
 /// The end offset of every partition of the stack's topic.
 pub fn high_watermarks(kafka: &KafkaSettings) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.bootstrap_servers)
+    let consumer: BaseConsumer = support::client_config(support::KafkaUser::Admin)
         .create()
         .expect("metadata consumer");
     (0..kafka.topic_partitions)
@@ -257,8 +258,10 @@ pub struct TestQuery {
 }
 
 impl TestQuery {
-    /// Builds and runs the application with `settings`.
+    /// Builds and runs the application with `settings`, once its topic
+    /// exists (created as the admin user if need be).
     pub async fn start(settings: QuerySettings) -> Self {
+        support::create_topic(&settings.kafka).await;
         let app = Application::build(settings)
             .await
             .expect("build order-query");
