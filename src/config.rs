@@ -1,5 +1,6 @@
 //! Configuration of the servers and the CLI, from flags and environment
-//! variables (12-factor). Every setting has a flag and an env var.
+//! variables (12-factor). Every setting has a flag and an env var, except
+//! the Kafka password: a file, or the environment only.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
