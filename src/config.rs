@@ -65,6 +65,28 @@ pub struct ServerSettings {
     /// Who may call.
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// Transport security.
+    #[command(flatten)]
+    pub tls: TlsSettings,
+}
+
+/// TLS, mutual TLS, and where plaintext is allowed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsSettings {
+    /// PEM certificate (chain) the server presents; with the key, turns TLS on.
+    #[arg(long = "tls-cert-file", env = "ORDERS_TLS_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long = "tls-key-file", env = "ORDERS_TLS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate one of them
+    /// signed (mutual TLS, for service-to-service callers).
+    #[arg(long = "tls-client-ca-file", env = "ORDERS_TLS_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (say, behind a proxy that
+    /// terminates TLS); without it such a bind refuses to start.
+    #[arg(long = "allow-plaintext", env = "ORDERS_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 }
 
 /// Default `iss` a token must carry.
@@ -141,6 +163,7 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             reflection: true,
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

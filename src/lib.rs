@@ -19,3 +19,4 @@ pub mod query;
 pub mod server;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tls;

@@ -13,6 +13,7 @@ use orders::{
     },
     auth::{self, TokenRequest},
     config::{AdminSettings, DEFAULT_AUTH_AUDIENCE, DEFAULT_AUTH_ISSUER},
+    tls,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -101,6 +102,21 @@ enum Command {
         #[arg(long = "audience", env = "ORDERS_AUTH_AUDIENCE", default_value = DEFAULT_AUTH_AUDIENCE)]
         audience: String,
     },
+    /// Writes a development CA certificate (ca.pem; its key is not kept), a
+    /// server certificate and key for the given hosts, and a client
+    /// certificate and key for mutual TLS, into a directory.
+    Certs {
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// A host name or IP address the server certificate is valid for;
+        /// repeat for more.
+        #[arg(long = "host", value_name = "HOST", default_values = ["localhost", "127.0.0.1"])]
+        hosts: Vec<String>,
+        /// The client certificate's common name.
+        #[arg(long, default_value = "orders-client")]
+        client_name: String,
+    },
     /// Writes a new Ed25519 signing key (signing-key.pem, owner-only) and the
     /// JWKS with its public key (jwks.json) into a directory.
     Keygen {
@@ -179,6 +195,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let minted = auth::mint(&key, &request, std::time::SystemTime::now())?;
             println!("{}", minted.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            dir,
+            hosts,
+            client_name,
+        } => {
+            let certs = tls::generate_dev_certificates(&dir, &hosts, &client_name)?;
+            println!(
+                "wrote {} (CA), {} + {} (server: {}), {} + {} (client {client_name})",
+                certs.ca.display(),
+                certs.server.0.display(),
+                certs.server.1.display(),
+                hosts.join(", "),
+                certs.client.0.display(),
+                certs.client.1.display(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { dir, force } => {

@@ -14,7 +14,6 @@ use super::{
     writer::Writer,
 };
 use crate::{
-    auth::AuthLayer,
     config::CommandSettings,
     proto::order_commands_server::OrderCommandsServer,
     server,
@@ -41,9 +40,9 @@ pub enum StartupError {
     /// The Kafka client could not be created.
     #[error("relay: {0}")]
     Relay(#[from] relay::RelayError),
-    /// The authentication settings are unusable.
-    #[error("auth: {0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+    /// The authentication or TLS settings are unusable.
+    #[error(transparent)]
+    Edge(#[from] server::EdgeError),
     /// The gRPC server failed.
     #[error("grpc: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -58,13 +57,17 @@ pub struct Application {
     listener: TcpListener,
     pool: PgPool,
     relay: Option<Relay>,
-    auth: AuthLayer,
+    edge: server::Edge,
 }
 
 impl Application {
     /// Connects, migrates the write database, binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
-        let auth = server::auth_layer(&settings.server, &[server::COMMANDS_POLICY])?;
+        let edge = server::Edge::build(
+            &settings.server,
+            settings.listen_addr,
+            &[server::COMMANDS_POLICY],
+        )?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -91,7 +94,7 @@ impl Application {
             listener,
             pool,
             relay,
-            auth,
+            edge,
         })
     }
 
@@ -176,7 +179,7 @@ impl Application {
         let served = server::serve(
             self.listener,
             &self.settings.server,
-            self.auth,
+            self.edge,
             routes,
             shutdown,
         )

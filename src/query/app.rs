@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::AuthLayer,
     config::QuerySettings,
     kafka,
     proto::order_queries_server::OrderQueriesServer,
@@ -128,7 +127,7 @@ pub struct Application {
     probe: DependencyProbe,
     cache: ReadCache,
     metrics_listener: Option<TcpListener>,
-    auth: AuthLayer,
+    edge: server::Edge,
 }
 
 impl Application {
@@ -136,7 +135,11 @@ impl Application {
     /// generation (`read_model`, generation 1, in a new database), binds the
     /// listener and, unless disabled, joins the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
-        let auth = server::auth_layer(&settings.server, &[server::QUERIES_POLICY])?;
+        let edge = server::Edge::build(
+            &settings.server,
+            settings.listen_addr,
+            &[server::QUERIES_POLICY],
+        )?;
         // No ping before each acquire: a broken connection fails its query,
         // and the ping would double the round trips of a read.
         let pool = PgPoolOptions::new()
@@ -200,7 +203,7 @@ impl Application {
             freeze,
             cache,
             metrics_listener,
-            auth,
+            edge,
             watch,
             probe: DependencyProbe::new(&settings, live.clone())?,
             settings,
@@ -265,7 +268,7 @@ impl Application {
             cache,
             metrics,
             metrics_listener,
-            auth,
+            edge,
             ..
         } = self;
         let stop = CancellationToken::new();
@@ -312,7 +315,7 @@ impl Application {
         let routes = server::standard_routes(health_service, settings.server.reflection)
             .add_service(OrderQueriesServer::new(service));
         tracing::info!(port, projector = settings.projector, "order-query serving");
-        let served = server::serve(listener, &settings.server, auth, routes, {
+        let served = server::serve(listener, &settings.server, edge, routes, {
             let stop = stop.clone();
             async move {
                 tokio::select! {

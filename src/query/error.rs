@@ -46,9 +46,9 @@ pub enum QueryError {
     /// A setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The authentication settings are unusable.
-    #[error("auth: {0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+    /// The authentication or TLS settings are unusable.
+    #[error(transparent)]
+    Edge(#[from] crate::server::EdgeError),
     /// Another writer changed an order under a projector batch; the batch is retried.
     #[error("conflicting projection write: {0}")]
     Conflict(String),

@@ -10,3 +10,4 @@ mod infra;
 mod query;
 mod readme;
 mod supervision;
+mod tls;
