@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Args;
 
-use crate::telemetry::LogFormat;
+use crate::{secret::DatabaseUrl, telemetry::LogFormat};
 
 /// Topic carrying every `OrderEvent`.
 pub const DEFAULT_TOPIC: &str = "orders.events.v1";
@@ -101,8 +101,12 @@ pub struct CommandSettings {
     )]
     pub listen_addr: SocketAddr,
     /// Write database (event store and outbox).
-    #[arg(long = "database-url", env = "ORDERS_WRITE_DATABASE_URL")]
-    pub database_url: String,
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_WRITE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -142,7 +146,7 @@ impl CommandSettings {
     pub fn new(database_url: impl Into<String>, kafka: KafkaSettings) -> Self {
         Self {
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl::new(database_url),
             kafka,
             server: ServerSettings::default(),
             relay: true,
@@ -165,8 +169,12 @@ pub struct QuerySettings {
     )]
     pub listen_addr: SocketAddr,
     /// Read database (projections).
-    #[arg(long = "database-url", env = "ORDERS_READ_DATABASE_URL")]
-    pub database_url: String,
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -320,7 +328,7 @@ impl QuerySettings {
     ) -> Self {
         Self {
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl::new(database_url),
             kafka,
             server: ServerSettings::default(),
             consumer_group: consumer_group.into(),
@@ -342,11 +350,19 @@ impl QuerySettings {
 #[derive(Debug, Clone, Args)]
 pub struct AdminSettings {
     /// Write database (event store and outbox).
-    #[arg(long = "write-database-url", env = "ORDERS_WRITE_DATABASE_URL")]
-    pub write_database_url: Option<String>,
+    #[arg(
+        long = "write-database-url",
+        env = "ORDERS_WRITE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub write_database_url: Option<DatabaseUrl>,
     /// Read database (projection generations).
-    #[arg(long = "read-database-url", env = "ORDERS_READ_DATABASE_URL")]
-    pub read_database_url: Option<String>,
+    #[arg(
+        long = "read-database-url",
+        env = "ORDERS_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub read_database_url: Option<DatabaseUrl>,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -369,8 +385,8 @@ impl AdminSettings {
         consumer_group: impl Into<String>,
     ) -> Self {
         Self {
-            write_database_url: Some(write_database_url.into()),
-            read_database_url: Some(read_database_url.into()),
+            write_database_url: Some(DatabaseUrl::new(write_database_url)),
+            read_database_url: Some(DatabaseUrl::new(read_database_url)),
             kafka,
             consumer_group: consumer_group.into(),
         }

@@ -59,10 +59,11 @@ pub struct Application {
 impl Application {
     /// Connects, migrates the write database, binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
+        tracing::info!(database = %settings.database_url, "connecting to the write database");
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.database_url)
+            .connect(settings.database_url.expose())
             .await?;
         sqlx::migrate!("migrations/write").run(&pool).await?;
         let listener = TcpListener::bind(settings.listen_addr)
@@ -73,7 +74,7 @@ impl Application {
             })?;
         let relay = if settings.relay {
             Some(Relay::new(
-                settings.database_url.clone(),
+                settings.database_url.expose(),
                 settings.kafka.clone(),
                 settings.max_batch.max(64) * 4,
             )?)

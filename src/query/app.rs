@@ -12,7 +12,7 @@ use std::{
 };
 
 use rdkafka::consumer::BaseConsumer;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -136,11 +136,12 @@ impl Application {
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
         // No ping before each acquire: a broken connection fails its query,
         // and the ping would double the round trips of a read.
+        tracing::info!(database = %settings.database_url, "connecting to the read database");
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
-            .connect(&settings.database_url)
+            .connect(settings.database_url.expose())
             .await?;
         let generations = Generations::new(pool.clone());
         let live = generations.bootstrap().await?;
@@ -164,7 +165,7 @@ impl Application {
             };
             let options = settings
                 .database_url
-                .parse::<PgConnectOptions>()?
+                .connect_options()?
                 .options([("synchronous_commit", durability)]);
             let write_pool = PgPoolOptions::new()
                 .max_connections(PROJECTOR_CONNECTIONS)
@@ -269,7 +270,11 @@ impl Application {
             "notify-listener",
             watch
                 .clone()
-                .listen(settings.database_url.clone(), live.clone(), stop.clone()),
+                .listen(
+                    settings.database_url.expose().to_owned(),
+                    live.clone(),
+                    stop.clone(),
+                ),
         );
         if let Some(projector) = projector {
             tasks.spawn("projector", projector.run(stop.clone()));
