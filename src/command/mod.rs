@@ -38,6 +38,9 @@ pub enum CommandError {
     /// The server is shutting down.
     #[error("the server is shutting down; retry")]
     Unavailable,
+    /// No database connection became free in time (the pool is exhausted).
+    #[error("the server is busy: no database connection was free in time; retry")]
+    Busy,
     /// Something failed inside; the detail is in the log.
     #[error("internal error")]
     Internal,
@@ -65,7 +68,7 @@ impl From<CommandError> for Status {
             CommandError::VersionConflict { .. } | CommandError::Contention => {
                 Status::aborted(message)
             }
-            CommandError::Unavailable => Status::unavailable(message),
+            CommandError::Unavailable | CommandError::Busy => Status::unavailable(message),
             CommandError::Internal => Status::internal(message),
         }
     }
