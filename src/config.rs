@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Args;
 
-use crate::{secret::DatabaseUrl, telemetry::LogFormat};
+use crate::{limits::LimitSettings, secret::DatabaseUrl, telemetry::LogFormat};
 
 /// Topic carrying every `OrderEvent`.
 pub const DEFAULT_TOPIC: &str = "orders.events.v1";
@@ -42,7 +42,8 @@ pub struct ServerSettings {
         default_value_t = 10_000
     )]
     pub request_timeout_ms: u64,
-    /// Process-wide limit of RPCs in flight; more wait.
+    /// Process-wide limit of RPCs in flight (health checks aside); more are
+    /// refused at once with RESOURCE_EXHAUSTED.
     #[arg(
         long = "concurrency-limit",
         env = "ORDERS_CONCURRENCY_LIMIT",
@@ -59,6 +60,9 @@ pub struct ServerSettings {
     /// Log format.
     #[arg(long = "log-format", env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Request and connection limits.
+    #[command(flatten)]
+    pub limits: LimitSettings,
 }
 
 impl ServerSettings {
@@ -75,6 +79,7 @@ impl Default for ServerSettings {
             concurrency_limit: 1024,
             db_max_connections: 8,
             log_format: LogFormat::Text,
+            limits: LimitSettings::default(),
         }
     }
 }

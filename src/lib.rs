@@ -12,6 +12,7 @@ pub mod config;
 pub mod digest;
 pub mod domain;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod query;

@@ -1,6 +1,6 @@
 //! The gRPC server shape both servers share: health, reflection, per-RPC
-//! tracing spans, a deadline cap, a process-wide concurrency limit and
-//! graceful shutdown.
+//! tracing spans, a deadline cap, the limits of `limits` (load shedding,
+//! HTTP/2 limits, correlation metadata checks) and graceful shutdown.
 
 use std::{future::Future, time::Duration};
 
@@ -8,9 +8,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::limit::GlobalConcurrencyLimitLayer;
 
-use crate::config::ServerSettings;
+use crate::{
+    config::ServerSettings,
+    limits::{correlation, edge::EdgeLayer},
+};
 
 /// Health of one gRPC service, reported under its name and under "" (the server).
 #[derive(Clone)]
@@ -158,27 +160,22 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    settings
+        .limits
+        .http2(tonic::transport::Server::builder())
         .timeout(settings.request_timeout())
         .trace_fn(|request| {
-            // Correlation headers are logged on every RPC of both servers.
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            // Correlation headers are logged on every RPC of both servers, once checked.
+            let header = |name| correlation::loggable(request.headers(), name);
             tracing::info_span!(
                 "rpc",
                 method = %request.uri().path(),
                 order_id = tracing::field::Empty,
-                request_id = %header("x-request-id"),
-                traceparent = %header("traceparent"),
+                request_id = %header(correlation::REQUEST_ID),
+                traceparent = %header(correlation::TRACEPARENT),
             )
         })
-        .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .layer(EdgeLayer::new(settings.concurrency_limit))
         .add_routes(routes)
         // TCP_NODELAY: without it a response written in several small segments
         // waits on the client's delayed ACK (about 40 ms with grpc-go clients).

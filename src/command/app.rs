@@ -4,7 +4,7 @@
 
 use std::{future::Future, time::Duration};
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{Connection as _, PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     config::CommandSettings,
+    limits::{self, MAX_COMMAND_REQUEST_BYTES},
     proto::order_commands_server::OrderCommandsServer,
     server,
     supervisor::{Supervisor, TaskFailed},
@@ -59,13 +60,21 @@ pub struct Application {
 impl Application {
     /// Connects, migrates the write database, binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
+        let limits = &settings.server.limits;
         tracing::info!(database = %settings.database_url, "connecting to the write database");
+        // Every connection of the server, the relay's included, has the
+        // statement and lock timeouts.
+        let options = limits.session_options(settings.database_url.connect_options()?);
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(settings.database_url.expose())
+            .acquire_timeout(limits.db_acquire_timeout())
+            .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("migrations/write").run(&pool).await?;
+        let mut migrating = pool.acquire().await?.detach();
+        limits::lift_session_timeouts(&mut migrating).await?;
+        let migrated = sqlx::migrate!("migrations/write").run(&mut migrating).await;
+        migrating.close().await?;
+        migrated?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -73,8 +82,8 @@ impl Application {
                 source,
             })?;
         let relay = if settings.relay {
-            Some(Relay::new(
-                settings.database_url.expose(),
+            Some(Relay::connecting_with(
+                options,
                 settings.kafka.clone(),
                 settings.max_batch.max(64) * 4,
             )?)
@@ -164,8 +173,10 @@ impl Application {
             }
         };
 
-        let routes = server::standard_routes(health_service)
-            .add_service(OrderCommandsServer::new(CommandService::new(writer)));
+        let routes = server::standard_routes(health_service).add_service(
+            OrderCommandsServer::new(CommandService::new(writer))
+                .max_decoding_message_size(MAX_COMMAND_REQUEST_BYTES),
+        );
         tracing::info!(addr = %self.listener.local_addr().map_err(|source| StartupError::Bind { addr: self.settings.listen_addr, source })?, "order-command serving");
         let served = server::serve(self.listener, &self.settings.server, routes, shutdown).await;
 
