@@ -11,6 +11,8 @@ pub mod command;
 pub mod config;
 pub mod digest;
 pub mod domain;
+#[cfg(test)]
+mod fuzz;
 pub mod kafka;
 pub mod limits;
 pub mod metrics;

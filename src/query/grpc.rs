@@ -17,14 +17,14 @@ use uuid::Uuid;
 
 use crate::{
     codec,
-    domain::{CustomerId, OrderId},
     proto::{self, order_queries_server::OrderQueries},
     query::{
         QueryError,
         cache::ReadCache,
         generation::LiveProjection,
-        page_token::{self, ListFilter, OrdersCursor},
-        read_model::{OrderView, ReadModel, status_name},
+        page_token::{self, OrdersCursor},
+        read_model::{OrderView, ReadModel},
+        request,
         watch::ProjectionWatch,
     },
     server::metadata_str,
@@ -113,7 +113,7 @@ impl QueryService {
         request: &proto::GetOrderRequest,
         deadline: Instant,
     ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
-        let order_id = parse_order_id(&request.order_id)?;
+        let order_id = request::order_id(&request.order_id)?;
         let (view, projected_at) = match request.min_version.filter(|&v| v > 0) {
             None => self
                 .read_order(&read_model, order_id)
@@ -170,29 +170,7 @@ impl QueryService {
         read_model: ReadModel,
         request: &proto::ListOrdersRequest,
     ) -> Result<Response<proto::ListOrdersResponse>, QueryError> {
-        let customer_id = request
-            .customer_id
-            .as_ref()
-            .map(|c| {
-                CustomerId::parse(c)
-                    .map(|c| c.as_str().to_owned())
-                    .map_err(|e| QueryError::invalid("customer_id", e.0))
-            })
-            .transpose()?;
-        let status = proto::OrderStatus::try_from(request.status)
-            .map_err(|_| QueryError::invalid("status", "is not an OrderStatus"))?;
-        let filter = ListFilter {
-            customer_id,
-            status: codec::status_from_proto(status).map(|s| status_name(s).to_owned()),
-        };
-        let cursor = if request.page_token.is_empty() {
-            None
-        } else {
-            Some(
-                page_token::decode_orders(&request.page_token, &filter)
-                    .map_err(|e| QueryError::invalid("page_token", e.to_string()))?,
-            )
-        };
+        let (filter, cursor) = request::list_orders(request)?;
         let size = page_size(request.page_size);
         let mut views = read_model.list_orders(&filter, cursor, size + 1).await?;
         let next_page_token = next_token(&mut views, size, |last| {
@@ -221,13 +199,7 @@ impl QueryService {
         read_model: ReadModel,
         request: &proto::GetOrderHistoryRequest,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, QueryError> {
-        let order_id = parse_order_id(&request.order_id)?;
-        let after = if request.page_token.is_empty() {
-            0
-        } else {
-            page_token::decode_history(&request.page_token, order_id)
-                .map_err(|e| QueryError::invalid("page_token", e.to_string()))?
-        };
+        let (order_id, after) = request::history(request)?;
         let version = read_model
             .order_version(order_id)
             .await?
@@ -330,15 +302,6 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
-}
-
-fn parse_order_id(raw: &str) -> Result<Uuid, QueryError> {
-    if raw.is_empty() {
-        return Err(QueryError::invalid("order_id", "is required"));
-    }
-    OrderId::parse(raw)
-        .map(|id| id.as_uuid())
-        .map_err(|e| QueryError::invalid("order_id", e.0))
 }
 
 /// The page size to use: the default for 0, clamped to `MAX_PAGE_SIZE`.
