@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod command;
 mod infra;
+mod limits;
 mod query;
 mod readme;
 mod supervision;
