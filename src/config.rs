@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::telemetry::LogFormat;
+use crate::{limits::LimitSettings, secret::DatabaseUrl, telemetry::LogFormat};
 
 /// Topic carrying every `OrderEvent`.
 pub const DEFAULT_TOPIC: &str = "orders.events.v1";
@@ -42,7 +42,8 @@ pub struct ServerSettings {
         default_value_t = 10_000
     )]
     pub request_timeout_ms: u64,
-    /// Process-wide limit of RPCs in flight; more wait.
+    /// Process-wide limit of RPCs in flight (health checks aside); more are
+    /// refused at once with RESOURCE_EXHAUSTED.
     #[arg(
         long = "concurrency-limit",
         env = "ORDERS_CONCURRENCY_LIMIT",
@@ -68,6 +69,9 @@ pub struct ServerSettings {
     /// Transport security.
     #[command(flatten)]
     pub tls: TlsSettings,
+    /// Request and connection limits.
+    #[command(flatten)]
+    pub limits: LimitSettings,
 }
 
 /// TLS, mutual TLS, and where plaintext is allowed.
@@ -164,6 +168,7 @@ impl Default for ServerSettings {
             reflection: true,
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -190,8 +195,12 @@ pub struct CommandSettings {
     )]
     pub listen_addr: SocketAddr,
     /// Write database (event store and outbox).
-    #[arg(long = "database-url", env = "ORDERS_WRITE_DATABASE_URL")]
-    pub database_url: String,
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_WRITE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -231,7 +240,7 @@ impl CommandSettings {
     pub fn new(database_url: impl Into<String>, kafka: KafkaSettings) -> Self {
         Self {
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl::new(database_url),
             kafka,
             server: ServerSettings::default(),
             relay: true,
@@ -254,8 +263,12 @@ pub struct QuerySettings {
     )]
     pub listen_addr: SocketAddr,
     /// Read database (projections).
-    #[arg(long = "database-url", env = "ORDERS_READ_DATABASE_URL")]
-    pub database_url: String,
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -409,7 +422,7 @@ impl QuerySettings {
     ) -> Self {
         Self {
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl::new(database_url),
             kafka,
             server: ServerSettings::default(),
             consumer_group: consumer_group.into(),
@@ -431,11 +444,19 @@ impl QuerySettings {
 #[derive(Debug, Clone, Args)]
 pub struct AdminSettings {
     /// Write database (event store and outbox).
-    #[arg(long = "write-database-url", env = "ORDERS_WRITE_DATABASE_URL")]
-    pub write_database_url: Option<String>,
+    #[arg(
+        long = "write-database-url",
+        env = "ORDERS_WRITE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub write_database_url: Option<DatabaseUrl>,
     /// Read database (projection generations).
-    #[arg(long = "read-database-url", env = "ORDERS_READ_DATABASE_URL")]
-    pub read_database_url: Option<String>,
+    #[arg(
+        long = "read-database-url",
+        env = "ORDERS_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub read_database_url: Option<DatabaseUrl>,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -458,8 +479,8 @@ impl AdminSettings {
         consumer_group: impl Into<String>,
     ) -> Self {
         Self {
-            write_database_url: Some(write_database_url.into()),
-            read_database_url: Some(read_database_url.into()),
+            write_database_url: Some(DatabaseUrl::new(write_database_url)),
+            read_database_url: Some(DatabaseUrl::new(read_database_url)),
             kafka,
             consumer_group: consumer_group.into(),
         }

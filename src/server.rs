@@ -1,6 +1,7 @@
 //! The gRPC server shape both servers share: health, reflection, bearer-token
-//! authentication, per-RPC tracing spans, a deadline cap, a process-wide
-//! concurrency limit and graceful shutdown.
+//! authentication, TLS, per-RPC tracing spans, a deadline cap, the limits of
+//! `limits` (load shedding, HTTP/2 limits, correlation metadata checks) and
+//! graceful shutdown.
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -11,11 +12,11 @@ use tonic::{
     transport::{ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::{
     auth::{self, AuthLayer, AuthSetupError, ServicePolicy, Verifier},
     config::{AuthMode, ServerSettings},
+    limits::{correlation, edge::EdgeLayer},
     tls::{self, TlsSetupError},
 };
 
@@ -233,35 +234,28 @@ pub async fn serve(
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = settings.limits.http2(tonic::transport::Server::builder());
     if let Some(tls) = edge.tls {
         builder = builder.tls_config(tls)?;
     }
     builder
         .timeout(settings.request_timeout())
         .trace_fn(|request| {
-            // Correlation headers are logged on every RPC of both servers.
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            // Correlation headers are logged on every RPC of both servers, once checked.
+            let header = |name| correlation::loggable(request.headers(), name);
             tracing::info_span!(
                 "rpc",
                 method = %request.uri().path(),
                 order_id = tracing::field::Empty,
                 subject = tracing::field::Empty,
                 customer = tracing::field::Empty,
-                request_id = %header("x-request-id"),
-                traceparent = %header("traceparent"),
+                request_id = %header(correlation::REQUEST_ID),
+                traceparent = %header(correlation::TRACEPARENT),
             )
         })
-        // Refused callers are answered before they take a concurrency slot.
+        // Refused callers are answered before they take an in-flight slot.
         .layer(edge.auth)
-        .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        .layer(EdgeLayer::new(settings.concurrency_limit))
         .add_routes(routes)
         // TCP_NODELAY: without it a response written in several small segments
         // waits on the client's delayed ACK (about 40 ms with grpc-go clients).

@@ -88,18 +88,18 @@ pub enum AdminError {
 pub async fn read_pool(settings: &AdminSettings) -> Result<PgPool, AdminError> {
     let url = settings
         .read_database_url
-        .as_deref()
+        .as_ref()
         .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
-    Ok(pool(url).await?)
+    Ok(pool(url.expose()).await?)
 }
 
 /// A small pool on the write database.
 pub async fn write_pool(settings: &AdminSettings) -> Result<PgPool, AdminError> {
     let url = settings
         .write_database_url
-        .as_deref()
+        .as_ref()
         .ok_or(AdminError::Missing("ORDERS_WRITE_DATABASE_URL"))?;
-    Ok(pool(url).await?)
+    Ok(pool(url.expose()).await?)
 }
 
 async fn pool(url: &str) -> Result<PgPool, sqlx::Error> {

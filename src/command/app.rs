@@ -4,7 +4,7 @@
 
 use std::{future::Future, time::Duration};
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{Connection as _, PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     config::CommandSettings,
+    limits::{self, MAX_COMMAND_REQUEST_BYTES},
     proto::order_commands_server::OrderCommandsServer,
     server,
     supervisor::{Supervisor, TaskFailed},
@@ -68,12 +69,21 @@ impl Application {
             settings.listen_addr,
             &[server::COMMANDS_POLICY],
         )?;
+        let limits = &settings.server.limits;
+        tracing::info!(database = %settings.database_url, "connecting to the write database");
+        // Every connection of the server, the relay's included, has the
+        // statement and lock timeouts.
+        let options = limits.session_options(settings.database_url.connect_options()?);
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.database_url)
+            .acquire_timeout(limits.db_acquire_timeout())
+            .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("migrations/write").run(&pool).await?;
+        let mut migrating = pool.acquire().await?.detach();
+        limits::lift_session_timeouts(&mut migrating).await?;
+        let migrated = sqlx::migrate!("migrations/write").run(&mut migrating).await;
+        migrating.close().await?;
+        migrated?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -81,8 +91,8 @@ impl Application {
                 source,
             })?;
         let relay = if settings.relay {
-            Some(Relay::new(
-                settings.database_url.clone(),
+            Some(Relay::connecting_with(
+                options,
                 settings.kafka.clone(),
                 settings.max_batch.max(64) * 4,
             )?)
@@ -174,7 +184,10 @@ impl Application {
         };
 
         let routes = server::standard_routes(health_service, self.settings.server.reflection)
-            .add_service(OrderCommandsServer::new(CommandService::new(writer)));
+            .add_service(
+                OrderCommandsServer::new(CommandService::new(writer))
+                    .max_decoding_message_size(MAX_COMMAND_REQUEST_BYTES),
+            );
         tracing::info!(addr = %self.listener.local_addr().map_err(|source| StartupError::Bind { addr: self.settings.listen_addr, source })?, "order-command serving");
         let served = server::serve(
             self.listener,

@@ -42,6 +42,9 @@ pub enum CommandError {
     /// The server is shutting down.
     #[error("the server is shutting down; retry")]
     Unavailable,
+    /// No database connection became free in time (the pool is exhausted).
+    #[error("the server is busy: no database connection was free in time; retry")]
+    Busy,
     /// Something failed inside; the detail is in the log.
     #[error("internal error")]
     Internal,
@@ -70,7 +73,7 @@ impl From<CommandError> for Status {
                 Status::aborted(message)
             }
             CommandError::PermissionDenied(_) => Status::permission_denied(message),
-            CommandError::Unavailable => Status::unavailable(message),
+            CommandError::Unavailable | CommandError::Busy => Status::unavailable(message),
             CommandError::Internal => Status::internal(message),
         }
     }

@@ -93,6 +93,12 @@ impl From<QueryError> for Status {
                 ErrorDetails::with_bad_request_violation(field, description),
             ),
             QueryError::NotFound(_) => Status::not_found(error.to_string()),
+            QueryError::Database(sqlx::Error::PoolTimedOut) => {
+                tracing::warn!("no database connection was free in time");
+                Status::unavailable(
+                    "the server is busy: no database connection was free in time; retry",
+                )
+            }
             QueryError::NotYetProjected { projected, .. } => {
                 let mut status = Status::unavailable(error.to_string());
                 status
@@ -129,6 +135,12 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.message().contains("at version 2, waited for 7"));
         assert_eq!(status.metadata().get("x-projected-version").unwrap(), "2");
+    }
+
+    #[test]
+    fn a_pool_timeout_is_unavailable_for_the_client_to_retry() {
+        let status = Status::from(QueryError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(status.code(), Code::Unavailable);
     }
 
     #[test]

@@ -199,13 +199,12 @@ async fn each_service_needs_its_scope_and_health_needs_none() {
         .await
         .expect("a read token reads");
 
+    // Health answers without a token (SERVING or not yet: no UNAUTHENTICATED).
     for port in [command.port, query.port] {
-        let serving = HealthClient::new(channel(port).await)
+        HealthClient::new(channel(port).await)
             .check(HealthCheckRequest::default())
             .await
-            .expect("health needs no token")
-            .into_inner();
-        assert_eq!(serving.status, 1, "SERVING");
+            .expect("health needs no token");
     }
     query.stop().await;
     command.stop().await;

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod command;
 mod infra;
+mod limits;
 mod query;
 mod readme;
 mod supervision;

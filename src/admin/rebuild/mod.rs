@@ -165,7 +165,8 @@ pub async fn rebuild(
     let started = Instant::now();
     let read_url = settings
         .read_database_url
-        .clone()
+        .as_ref()
+        .map(|url| url.expose().to_owned())
         .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
     let read = read_pool(settings).await?;
     let write = write_pool(settings).await?;

@@ -42,9 +42,16 @@ impl TestCommand {
 
     /// A server on the given database and topic.
     pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
-        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
+        let mut settings = CommandSettings::new(database_url, kafka);
         settings.server.auth = support::auth_settings();
         settings.relay = relay;
+        Self::start_with_settings(settings).await
+    }
+
+    /// A server with `settings` (its database and topic among them).
+    pub async fn start_with_settings(settings: CommandSettings) -> Self {
+        let database_url = settings.database_url.expose().to_owned();
+        let kafka = settings.kafka.clone();
         let app = Application::build(settings)
             .await
             .expect("build order-command");
