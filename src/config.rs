@@ -59,7 +59,19 @@ pub struct ServerSettings {
     /// Log format.
     #[arg(long = "log-format", env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Start even when the database role is a PostgreSQL superuser (which
+    /// could rewrite the event store); for tests and throwaway databases.
+    #[arg(
+        long = "allow-superuser",
+        env = "ORDERS_ALLOW_SUPERUSER",
+        default_value_t = DEFAULT_ALLOW_SUPERUSER,
+        action = clap::ArgAction::SetTrue
+    )]
+    pub allow_superuser: bool,
 }
+
+/// Whether a server may connect as a PostgreSQL superuser unless told otherwise.
+pub const DEFAULT_ALLOW_SUPERUSER: bool = false;
 
 impl ServerSettings {
     /// The request timeout as a duration.
@@ -75,6 +87,7 @@ impl Default for ServerSettings {
             concurrency_limit: 1024,
             db_max_connections: 8,
             log_format: LogFormat::Text,
+            allow_superuser: DEFAULT_ALLOW_SUPERUSER,
         }
     }
 }

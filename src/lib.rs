@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod proto;
 pub mod query;
+pub mod roles;
 pub mod server;
 pub mod supervisor;
 pub mod telemetry;

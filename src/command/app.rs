@@ -1,6 +1,6 @@
-//! Start-up of `order-command`: pool and migrations, listener, writer, relay,
-//! health, and the gRPC server. The writer and relay tasks are supervised: one
-//! that dies stops the server with an error.
+//! Start-up of `order-command`: pool, its role and migrations, listener,
+//! writer, relay, health, and the gRPC server. The writer and relay tasks are
+//! supervised: one that dies stops the server with an error.
 
 use std::{future::Future, time::Duration};
 
@@ -16,6 +16,7 @@ use super::{
 use crate::{
     config::CommandSettings,
     proto::order_commands_server::OrderCommandsServer,
+    roles::{self, RoleError},
     server,
     supervisor::{Supervisor, TaskFailed},
 };
@@ -26,6 +27,9 @@ pub enum StartupError {
     /// The database is unreachable or refused the migrations.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database role is refused (a superuser).
+    #[error(transparent)]
+    Role(#[from] RoleError),
     /// The migrations failed.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -57,13 +61,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects, migrates the write database, binds the listener and prepares the relay.
+    /// Connects, checks its role, migrates the write database, binds the
+    /// listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(&settings.database_url)
             .await?;
+        roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
         sqlx::migrate!("migrations/write").run(&pool).await?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await

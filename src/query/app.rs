@@ -130,9 +130,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL, applies the read migrations to the live
-    /// generation (`read_model`, generation 1, in a new database), binds the
-    /// listener and, unless disabled, joins the consumer group.
+    /// Connects to PostgreSQL (refusing a superuser unless allowed), applies
+    /// the read migrations to the live generation (`read_model`, generation
+    /// 1, in a new database), binds the listener and, unless disabled, joins
+    /// the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
         // No ping before each acquire: a broken connection fails its query,
         // and the ping would double the round trips of a read.
@@ -142,6 +143,7 @@ impl Application {
             .test_before_acquire(false)
             .connect(&settings.database_url)
             .await?;
+        crate::roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
         let generations = Generations::new(pool.clone());
         let live = generations.bootstrap().await?;
         tracing::info!(generation = live.generation, schema = %live.schema, "live projection generation");

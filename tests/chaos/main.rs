@@ -13,7 +13,7 @@ use std::{
 
 use orders::{
     command::app::{Application, StartupError},
-    config::{CommandSettings, KafkaSettings},
+    config::KafkaSettings,
     proto::{self, order_commands_client::OrderCommandsClient},
     query::{QueryError, app::Application as QueryApp},
 };
@@ -172,9 +172,12 @@ impl CommandServer {
     async fn start(name: &str) -> Self {
         let database_url = support::fresh_database(name).await;
         let kafka = support::fresh_kafka(name);
-        let app = Application::build(CommandSettings::new(database_url.clone(), kafka.clone()))
-            .await
-            .expect("build order-command");
+        let app = Application::build(support::command_settings(
+            database_url.clone(),
+            kafka.clone(),
+        ))
+        .await
+        .expect("build order-command");
         let port = app.port();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -330,6 +333,7 @@ fn spawn_query(
     command
         .env("ORDERS_QUERY_ADDR", "127.0.0.1:0")
         .env("ORDERS_READ_DATABASE_URL", read_url)
+        .envs([support::ALLOW_SUPERUSER])
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
         .env("ORDERS_TOPIC", &kafka.topic)
         .env("ORDERS_CONSUMER_GROUP", group)

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use orders::config::{KafkaSettings, QuerySettings};
+use orders::config::{CommandSettings, KafkaSettings, QuerySettings};
 use rdkafka::{
     ClientConfig, Message,
     consumer::{Consumer, StreamConsumer},
@@ -45,7 +45,20 @@ pub const TEST_SESSION_TIMEOUT_MS: u32 = 6_000;
 /// Heartbeat interval that goes with `TEST_SESSION_TIMEOUT_MS`.
 pub const TEST_HEARTBEAT_INTERVAL_MS: u32 = 1_500;
 
-/// Query settings for tests: any free port, a short group session.
+/// The environment that lets a spawned server connect as the bootstrap
+/// superuser, whose are the databases `fresh_database` makes (the role tests
+/// in `roles` use the real roles).
+pub const ALLOW_SUPERUSER: (&str, &str) = ("ORDERS_ALLOW_SUPERUSER", "true");
+
+/// Command settings for tests: any free port, as the bootstrap superuser.
+pub fn command_settings(database_url: impl Into<String>, kafka: KafkaSettings) -> CommandSettings {
+    let mut settings = CommandSettings::new(database_url, kafka);
+    settings.server.allow_superuser = true;
+    settings
+}
+
+/// Query settings for tests: any free port, a short group session, as the
+/// bootstrap superuser.
 pub fn query_settings(
     database_url: impl Into<String>,
     kafka: KafkaSettings,
@@ -54,6 +67,7 @@ pub fn query_settings(
     let mut settings = QuerySettings::new(database_url, kafka, group);
     settings.consumer.session_timeout_ms = TEST_SESSION_TIMEOUT_MS;
     settings.consumer.heartbeat_interval_ms = TEST_HEARTBEAT_INTERVAL_MS;
+    settings.server.allow_superuser = true;
     settings
 }
 

@@ -107,11 +107,15 @@ impl System {
         (orders as u64, events as u64)
     }
 
-    /// The environment `orderctl` and the servers read.
+    /// The environment `orderctl` and the servers read (all as the bootstrap superuser).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("ORDERS_WRITE_DATABASE_URL", self.write_url.clone()),
             ("ORDERS_READ_DATABASE_URL", self.read_url.clone()),
+            (
+                support::ALLOW_SUPERUSER.0,
+                support::ALLOW_SUPERUSER.1.into(),
+            ),
             (
                 "KAFKA_BOOTSTRAP_SERVERS",
                 self.kafka.bootstrap_servers.clone(),

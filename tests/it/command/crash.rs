@@ -86,6 +86,7 @@ fn spawn_command(
     command
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
+        .envs([support::ALLOW_SUPERUSER])
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
         .env("ORDERS_TOPIC", &kafka.topic)
         .env(

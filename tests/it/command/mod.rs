@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use orders::{
     command::app::Application,
-    config::{CommandSettings, KafkaSettings},
+    config::KafkaSettings,
     proto::{self, order_commands_client::OrderCommandsClient},
 };
 use sqlx::PgPool;
@@ -41,7 +41,7 @@ impl TestCommand {
 
     /// A server on the given database and topic.
     pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
-        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
+        let mut settings = support::command_settings(database_url.clone(), kafka.clone());
         settings.relay = relay;
         let app = Application::build(settings)
             .await

@@ -148,6 +148,7 @@ fn spawn_binary(database_url: &str, topic: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_order-command"))
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
+        .envs([support::ALLOW_SUPERUSER])
         .env("KAFKA_BOOTSTRAP_SERVERS", support::bootstrap())
         .env("ORDERS_TOPIC", topic)
         .env("RUST_LOG", "warn")

@@ -28,6 +28,7 @@ fn spawn_query(stack: &Stack, port: u16, log: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_order-query"))
         .env("ORDERS_QUERY_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_READ_DATABASE_URL", &stack.database_url)
+        .envs([support::ALLOW_SUPERUSER])
         .env("KAFKA_BOOTSTRAP_SERVERS", &stack.kafka.bootstrap_servers)
         .env("ORDERS_TOPIC", &stack.kafka.topic)
         .env(
