@@ -16,7 +16,7 @@ use orders::{
 use tracing_subscriber::EnvFilter;
 
 /// Operates an `orders` deployment: status, verification, projection rebuilds,
-/// republishing and dead letters.
+/// republishing, dead letters and the write database's migrations.
 #[derive(Debug, Parser)]
 #[command(name = "orderctl", version)]
 struct Cli {
@@ -74,6 +74,13 @@ enum Command {
     DeadLetter {
         #[command(subcommand)]
         command: DeadLetterCommand,
+    },
+    /// Applies the write database's migrations as the event store's owner
+    /// (the migrator role); the command servers only check them at start.
+    Migrate {
+        /// The write database, as the role that owns the event store.
+        #[arg(long = "database-url", env = "ORDERS_WRITE_MIGRATE_DATABASE_URL")]
+        database_url: String,
     },
 }
 
@@ -188,6 +195,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 queued.from_position,
                 to_position.map_or_else(|| "end".to_owned(), |to| to.to_string())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { database_url } => {
+            let migrated = admin::migrate(&database_url).await?;
+            if migrated.applied.is_empty() {
+                println!(
+                    "the write migrations are up to date (latest {})",
+                    migrated.latest
+                );
+            } else {
+                let applied: Vec<String> = migrated.applied.iter().map(i64::to_string).collect();
+                println!(
+                    "applied write migrations {} (latest {})",
+                    applied.join(", "),
+                    migrated.latest
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter {

@@ -1,12 +1,13 @@
 //! Operations on a running system, behind `orderctl`: `status`, `verify`,
-//! `rebuild`, `republish` and `dead_letter`. They use both sides through
-//! their APIs, never their tables: the event store and outbox through
+//! `rebuild`, `republish`, `dead_letter` and `migrate`. They use both sides
+//! through their APIs, never their tables: the event store and outbox through
 //! `command::store`, the projection generations through `query::ReadModel`
 //! (`read_model::digest` for whole-generation reads) and `query::Generations`,
 //! and the topic through `topic`. Each operation is a library function taking
 //! `AdminSettings`, so tests call it directly; the binary only prints.
 
 pub mod dead_letter;
+pub mod migrate;
 pub mod rebuild;
 pub mod republish;
 pub mod status;
@@ -18,11 +19,12 @@ use std::time::Duration;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 use crate::{
-    command::store::StoreError,
+    command::{migrations::MigrationError, store::StoreError},
     config::AdminSettings,
     query::{Generations, QueryError, ReadModel, generation::Generation},
 };
 
+pub use migrate::migrate;
 pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
 pub use republish::republish;
 pub use status::{Status, status};
@@ -46,6 +48,9 @@ pub enum AdminError {
     /// The event store failed.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
+    /// The write migrations failed.
+    #[error(transparent)]
+    Migrations(#[from] MigrationError),
     /// A Kafka client failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

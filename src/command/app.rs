@@ -1,4 +1,4 @@
-//! Start-up of `order-command`: pool, its role and migrations, listener,
+//! Start-up of `order-command`: pool, its role and the migrations, listener,
 //! writer, relay, health, and the gRPC server. The writer and relay tasks are
 //! supervised: one that dies stops the server with an error.
 
@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     grpc::CommandService,
+    migrations::{self, MigrationError},
     relay::{self, Relay},
     writer::Writer,
 };
@@ -24,15 +25,15 @@ use crate::{
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The database is unreachable or refused the migrations.
+    /// The database is unreachable.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// The database role is refused (a superuser).
     #[error(transparent)]
     Role(#[from] RoleError),
-    /// The migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The write migrations are not applied and could not be.
+    #[error(transparent)]
+    Migrations(#[from] MigrationError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,8 +62,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects, checks its role, migrates the write database, binds the
-    /// listener and prepares the relay.
+    /// Connects, checks its role and the write migrations (applying them when
+    /// its role may), binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
@@ -70,7 +71,7 @@ impl Application {
             .connect(&settings.database_url)
             .await?;
         roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
-        sqlx::migrate!("migrations/write").run(&pool).await?;
+        migrations::ensure_applied(&pool).await?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {
