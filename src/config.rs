@@ -349,16 +349,16 @@ impl QuerySettings {
     }
 }
 
-/// `orderctl` settings: both databases, the broker, and the query servers'
-/// consumer group, from the same variables as the servers. A subcommand
-/// fails with a clear message when a database it needs is not configured.
+/// `orderctl` settings: both databases (as the admin role, not the servers'),
+/// the broker, and the query servers' consumer group. A subcommand fails with
+/// a clear message when a database it needs is not configured.
 #[derive(Debug, Clone, Args)]
 pub struct AdminSettings {
     /// Write database (event store and outbox).
-    #[arg(long = "write-database-url", env = "ORDERS_WRITE_DATABASE_URL")]
+    #[arg(long = "write-database-url", env = "ORDERS_ADMIN_WRITE_DATABASE_URL")]
     pub write_database_url: Option<String>,
     /// Read database (projection generations).
-    #[arg(long = "read-database-url", env = "ORDERS_READ_DATABASE_URL")]
+    #[arg(long = "read-database-url", env = "ORDERS_ADMIN_READ_DATABASE_URL")]
     pub read_database_url: Option<String>,
     /// Kafka settings.
     #[command(flatten)]

@@ -1,4 +1,5 @@
-//! `orderctl`: the admin CLI. Reads the same configuration as the servers and
+//! `orderctl`: the admin CLI. Reads the configuration the servers read, with
+//! its own database URLs (the admin role's; the migrator's for `migrate`), and
 //! calls `orders::admin`; this file only parses, prints and sets the exit code
 //! (0: done and clean, 1: differences or messages still failing, 2: error).
 

@@ -166,7 +166,7 @@ pub async fn rebuild(
     let read_url = settings
         .read_database_url
         .clone()
-        .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
+        .ok_or(AdminError::Missing("ORDERS_ADMIN_READ_DATABASE_URL"))?;
     let read = read_pool(settings).await?;
     let write = write_pool(settings).await?;
     let offsets = TopicOffsets::new(&settings.kafka)?;

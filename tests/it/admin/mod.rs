@@ -112,6 +112,8 @@ impl System {
         vec![
             ("ORDERS_WRITE_DATABASE_URL", self.write_url.clone()),
             ("ORDERS_READ_DATABASE_URL", self.read_url.clone()),
+            ("ORDERS_ADMIN_WRITE_DATABASE_URL", self.write_url.clone()),
+            ("ORDERS_ADMIN_READ_DATABASE_URL", self.read_url.clone()),
             (
                 support::ALLOW_SUPERUSER.0,
                 support::ALLOW_SUPERUSER.1.into(),
