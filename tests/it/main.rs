@@ -8,4 +8,5 @@ mod command;
 mod infra;
 mod query;
 mod readme;
+mod roles;
 mod supervision;
