@@ -60,6 +60,15 @@ pub struct ServerSettings {
     /// Log format.
     #[arg(long = "log-format", env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Start even when the database role is a PostgreSQL superuser (which
+    /// could rewrite the event store); for tests and throwaway databases.
+    #[arg(
+        long = "allow-superuser",
+        env = "ORDERS_ALLOW_SUPERUSER",
+        default_value_t = DEFAULT_ALLOW_SUPERUSER,
+        action = clap::ArgAction::SetTrue
+    )]
+    pub allow_superuser: bool,
     /// Serve gRPC reflection (grpcurl's `list` and `describe`); open to every caller.
     #[arg(long = "reflection", env = "ORDERS_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub reflection: bool,
@@ -151,6 +160,9 @@ impl Default for AuthSettings {
     }
 }
 
+/// Whether a server may connect as a PostgreSQL superuser unless told otherwise.
+pub const DEFAULT_ALLOW_SUPERUSER: bool = false;
+
 impl ServerSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
@@ -169,6 +181,7 @@ impl Default for ServerSettings {
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
             limits: LimitSettings::default(),
+            allow_superuser: DEFAULT_ALLOW_SUPERUSER,
         }
     }
 }
@@ -438,22 +451,22 @@ impl QuerySettings {
     }
 }
 
-/// `orderctl` settings: both databases, the broker, and the query servers'
-/// consumer group, from the same variables as the servers. A subcommand
-/// fails with a clear message when a database it needs is not configured.
+/// `orderctl` settings: both databases (as the admin role, not the servers'),
+/// the broker, and the query servers' consumer group. A subcommand fails with
+/// a clear message when a database it needs is not configured.
 #[derive(Debug, Clone, Args)]
 pub struct AdminSettings {
     /// Write database (event store and outbox).
     #[arg(
         long = "write-database-url",
-        env = "ORDERS_WRITE_DATABASE_URL",
+        env = "ORDERS_ADMIN_WRITE_DATABASE_URL",
         hide_env_values = true
     )]
     pub write_database_url: Option<DatabaseUrl>,
     /// Read database (projection generations).
     #[arg(
         long = "read-database-url",
-        env = "ORDERS_READ_DATABASE_URL",
+        env = "ORDERS_ADMIN_READ_DATABASE_URL",
         hide_env_values = true
     )]
     pub read_database_url: Option<DatabaseUrl>,

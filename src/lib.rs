@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod query;
+pub mod roles;
 pub mod secret;
 pub mod server;
 pub mod supervisor;

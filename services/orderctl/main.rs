@@ -1,4 +1,5 @@
-//! `orderctl`: the admin CLI. Reads the same configuration as the servers and
+//! `orderctl`: the admin CLI. Reads the configuration the servers read, with
+//! its own database URLs (the admin role's; the migrator's for `migrate`), and
 //! calls `orders::admin`; this file only parses, prints and sets the exit code
 //! (0: done and clean, 1: differences or messages still failing, 2: error).
 
@@ -18,7 +19,7 @@ use orders::{
 use tracing_subscriber::EnvFilter;
 
 /// Operates an `orders` deployment: status, verification, projection rebuilds,
-/// republishing and dead letters.
+/// republishing, dead letters and the write database's migrations.
 #[derive(Debug, Parser)]
 #[command(name = "orderctl", version)]
 struct Cli {
@@ -126,6 +127,13 @@ enum Command {
         /// Replace existing files (tokens signed by the old key stop working).
         #[arg(long)]
         force: bool,
+    },
+    /// Applies the write database's migrations as the event store's owner
+    /// (the migrator role); the command servers only check them at start.
+    Migrate {
+        /// The write database, as the role that owns the event store.
+        #[arg(long = "database-url", env = "ORDERS_WRITE_MIGRATE_DATABASE_URL")]
+        database_url: String,
     },
 }
 
@@ -301,6 +309,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 queued.from_position,
                 to_position.map_or_else(|| "end".to_owned(), |to| to.to_string())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { database_url } => {
+            let migrated = admin::migrate(&database_url).await?;
+            if migrated.applied.is_empty() {
+                println!(
+                    "the write migrations are up to date (latest {})",
+                    migrated.latest
+                );
+            } else {
+                let applied: Vec<String> = migrated.applied.iter().map(i64::to_string).collect();
+                println!(
+                    "applied write migrations {} (latest {})",
+                    applied.join(", "),
+                    migrated.latest
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter {

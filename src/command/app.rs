@@ -1,22 +1,24 @@
-//! Start-up of `order-command`: pool and migrations, listener, writer, relay,
-//! health, and the gRPC server. The writer and relay tasks are supervised: one
-//! that dies stops the server with an error.
+//! Start-up of `order-command`: pool, its role and the migrations, listener,
+//! writer, relay, health, and the gRPC server. The writer and relay tasks are
+//! supervised: one that dies stops the server with an error.
 
 use std::{future::Future, time::Duration};
 
-use sqlx::{Connection as _, PgPool, postgres::PgPoolOptions};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{
     grpc::CommandService,
+    migrations::{self, MigrationError},
     relay::{self, Relay},
     writer::Writer,
 };
 use crate::{
     config::CommandSettings,
-    limits::{self, MAX_COMMAND_REQUEST_BYTES},
+    limits::MAX_COMMAND_REQUEST_BYTES,
     proto::order_commands_server::OrderCommandsServer,
+    roles::{self, RoleError},
     server,
     supervisor::{Supervisor, TaskFailed},
 };
@@ -24,12 +26,15 @@ use crate::{
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The database is unreachable or refused the migrations.
+    /// The database is unreachable.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database role is refused (a superuser).
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    /// The write migrations are not applied and could not be.
+    #[error(transparent)]
+    Migrations(#[from] MigrationError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -62,7 +67,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects, migrates the write database, binds the listener and prepares the relay.
+    /// Connects, checks its role and the write migrations (applying them when
+    /// its role may), binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
         let edge = server::Edge::build(
             &settings.server,
@@ -79,11 +85,8 @@ impl Application {
             .acquire_timeout(limits.db_acquire_timeout())
             .connect_with(options.clone())
             .await?;
-        let mut migrating = pool.acquire().await?.detach();
-        limits::lift_session_timeouts(&mut migrating).await?;
-        let migrated = sqlx::migrate!("migrations/write").run(&mut migrating).await;
-        migrating.close().await?;
-        migrated?;
+        roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
+        migrations::ensure_applied(&pool).await?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {

@@ -1,8 +1,9 @@
 //! The command side: the `OrderCommands` gRPC edge, the batching writer, the
-//! event store and the outbox relay.
+//! event store, its migrations and the outbox relay.
 
 pub mod app;
 pub mod grpc;
+pub mod migrations;
 pub mod relay;
 pub mod store;
 pub mod writer;

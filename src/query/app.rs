@@ -132,9 +132,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL, applies the read migrations to the live
-    /// generation (`read_model`, generation 1, in a new database), binds the
-    /// listener and, unless disabled, joins the consumer group.
+    /// Connects to PostgreSQL (refusing a superuser unless allowed), applies
+    /// the read migrations to the live generation (`read_model`, generation
+    /// 1, in a new database), binds the listener and, unless disabled, joins
+    /// the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
         let edge = server::Edge::build(
             &settings.server,
@@ -155,6 +156,7 @@ impl Application {
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
+        crate::roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
         let generations = Generations::new(pool.clone());
         let live = generations.bootstrap().await?;
         tracing::info!(generation = live.generation, schema = %live.schema, "live projection generation");

@@ -34,6 +34,9 @@ pub enum QueryError {
     /// Applying the read migrations failed.
     #[error("read migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database role is refused (a superuser).
+    #[error(transparent)]
+    Role(#[from] crate::roles::RoleError),
     /// A Kafka client error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

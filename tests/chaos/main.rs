@@ -14,7 +14,7 @@ use std::{
 
 use orders::{
     command::app::{Application, StartupError},
-    config::{CommandSettings, KafkaSettings},
+    config::KafkaSettings,
     proto::{self, order_commands_client::OrderCommandsClient},
     query::{QueryError, app::Application as QueryApp},
 };
@@ -173,11 +173,12 @@ impl CommandServer {
     async fn start(name: &str) -> Self {
         let database_url = support::fresh_database(name).await;
         let kafka = support::fresh_kafka(name);
-        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
-        settings.server.auth = support::auth_settings();
-        let app = Application::build(settings)
-            .await
-            .expect("build order-command");
+        let app = Application::build(support::command_settings(
+            database_url.clone(),
+            kafka.clone(),
+        ))
+        .await
+        .expect("build order-command");
         let port = app.port();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -330,13 +331,14 @@ fn spawn_query(
 ) -> Child {
     let log = std::fs::File::create(log).expect("create the query log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-query"));
-    command.envs(support::auth_env());
+    command.envs(support::server_env());
     if let Session::Short = session {
         command.envs(support::query_session_env());
     }
     command
         .env("ORDERS_QUERY_ADDR", "127.0.0.1:0")
         .env("ORDERS_READ_DATABASE_URL", read_url)
+        .envs(support::server_env())
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
         .env("ORDERS_TOPIC", &kafka.topic)
         .env("ORDERS_CONSUMER_GROUP", group)

@@ -353,7 +353,7 @@ async fn auth_is_on_unless_explicitly_disabled() {
         "{error}"
     );
 
-    let mut settings = CommandSettings::new(database_url.clone(), kafka);
+    let mut settings = support::command_settings(database_url.clone(), kafka);
     settings.server.auth.mode = AuthMode::Disabled;
     settings.relay = false;
     let app = orders::command::app::Application::build(settings)
@@ -382,8 +382,7 @@ async fn auth_is_on_unless_explicitly_disabled() {
 #[tokio::test]
 async fn reflection_can_be_switched_off() {
     let database_url = support::fresh_database("no_refl").await;
-    let mut settings = CommandSettings::new(database_url, support::fresh_kafka("no_refl"));
-    settings.server.auth = support::auth_settings();
+    let mut settings = support::command_settings(database_url, support::fresh_kafka("no_refl"));
     settings.server.reflection = false;
     settings.relay = false;
     let app = orders::command::app::Application::build(settings)

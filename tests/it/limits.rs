@@ -14,7 +14,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::{Buf, BufMut, Bytes};
 use orders::{
     auth::AuthedChannel,
-    config::{CommandSettings, KafkaSettings},
+    config::KafkaSettings,
     limits::MAX_ERROR_METADATA_BYTES,
     proto::{self, order_commands_client::OrderCommandsClient},
 };
@@ -54,7 +54,7 @@ fn command_env(
         ("NO_COLOR", "1".into()),
     ]
     .into_iter()
-    .chain(support::auth_env())
+    .chain(support::server_env())
     .collect()
 }
 
@@ -380,8 +380,7 @@ async fn a_full_query_server_sheds_at_once_and_still_answers_health_checks() {
 #[tokio::test]
 async fn an_exhausted_command_pool_is_unavailable_not_internal() {
     let database_url = support::fresh_database("lim_cpool").await;
-    let mut settings = CommandSettings::new(database_url, support::fresh_kafka("lim_cpool"));
-    settings.server.auth = support::auth_settings();
+    let mut settings = support::command_settings(database_url, support::fresh_kafka("lim_cpool"));
     settings.relay = false;
     settings.writers = 2;
     settings.server.db_max_connections = 1;
@@ -514,7 +513,7 @@ async fn a_server_that_cannot_reach_its_database_never_logs_the_password() {
         ("NO_COLOR", "1".into()),
     ]
     .into_iter()
-    .chain(support::auth_env())
+    .chain(support::server_env())
     .collect();
     for (binary, env) in [
         (

@@ -10,5 +10,6 @@ mod infra;
 mod limits;
 mod query;
 mod readme;
+mod roles;
 mod supervision;
 mod tls;

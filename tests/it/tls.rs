@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use orders::{
     command::app::Application,
-    config::{CommandSettings, TlsSettings},
+    config::TlsSettings,
     proto::order_commands_client::OrderCommandsClient,
     tls::{DevCertificates, generate_dev_certificates},
 };
@@ -43,8 +43,7 @@ impl Drop for Certs {
 /// An order-command with `tls`, no relay; returns its port and a stopper.
 async fn serve(tls: TlsSettings) -> (u16, oneshot::Sender<()>, JoinHandle<()>) {
     let database_url = support::fresh_database("tls").await;
-    let mut settings = CommandSettings::new(database_url, support::fresh_kafka("tls"));
-    settings.server.auth = support::auth_settings();
+    let mut settings = support::command_settings(database_url, support::fresh_kafka("tls"));
     settings.server.tls = tls;
     settings.relay = false;
     let app = Application::build(settings).await.expect("build");
@@ -154,8 +153,7 @@ async fn tls_without_a_client_ca_serves_any_client_that_trusts_the_server() {
 #[tokio::test]
 async fn plaintext_on_a_non_loopback_address_refuses_to_start() {
     let database_url = support::fresh_database("tls_plain").await;
-    let mut settings = CommandSettings::new(database_url, support::fresh_kafka("tls_plain"));
-    settings.server.auth = support::auth_settings();
+    let mut settings = support::command_settings(database_url, support::fresh_kafka("tls_plain"));
     settings.listen_addr = "0.0.0.0:0".parse().unwrap();
     settings.relay = false;
     let error = Application::build(settings)
@@ -165,7 +163,7 @@ async fn plaintext_on_a_non_loopback_address_refuses_to_start() {
     assert!(error.to_string().contains("--allow-plaintext"), "{error}");
     // The real binary says so too, and exits non-zero.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_order-command"))
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .env("ORDERS_COMMAND_ADDR", "0.0.0.0:0")
         .env(
             "ORDERS_WRITE_DATABASE_URL",

@@ -167,7 +167,7 @@ pub async fn rebuild(
         .read_database_url
         .as_ref()
         .map(|url| url.expose().to_owned())
-        .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
+        .ok_or(AdminError::Missing("ORDERS_ADMIN_READ_DATABASE_URL"))?;
     let read = read_pool(settings).await?;
     let write = write_pool(settings).await?;
     let offsets = TopicOffsets::new(&settings.kafka)?;

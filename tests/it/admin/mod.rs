@@ -107,11 +107,17 @@ impl System {
         (orders as u64, events as u64)
     }
 
-    /// The environment `orderctl` and the servers read.
+    /// The environment `orderctl` and the servers read (all as the bootstrap superuser).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("ORDERS_WRITE_DATABASE_URL", self.write_url.clone()),
             ("ORDERS_READ_DATABASE_URL", self.read_url.clone()),
+            ("ORDERS_ADMIN_WRITE_DATABASE_URL", self.write_url.clone()),
+            ("ORDERS_ADMIN_READ_DATABASE_URL", self.read_url.clone()),
+            (
+                support::ALLOW_SUPERUSER.0,
+                support::ALLOW_SUPERUSER.1.into(),
+            ),
             (
                 "KAFKA_BOOTSTRAP_SERVERS",
                 self.kafka.bootstrap_servers.clone(),
@@ -147,7 +153,7 @@ impl System {
             .unwrap();
         let mut command = Command::new(binary);
         command
-            .envs(support::auth_env())
+            .envs(support::server_env())
             .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDERS_QUERY_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())

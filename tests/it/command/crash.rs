@@ -87,7 +87,7 @@ fn spawn_command(
         .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-command"));
     command
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)

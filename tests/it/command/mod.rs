@@ -42,8 +42,7 @@ impl TestCommand {
 
     /// A server on the given database and topic.
     pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
-        let mut settings = CommandSettings::new(database_url, kafka);
-        settings.server.auth = support::auth_settings();
+        let mut settings = support::command_settings(database_url, kafka);
         settings.relay = relay;
         Self::start_with_settings(settings).await
     }
