@@ -1,13 +1,14 @@
 //! Conversions between the `orders.v1` protobuf types and the domain: the only
 //! module that sees both. Requests are parsed here into validated commands
-//! (collecting one violation per bad field); events are encoded and decoded.
+//! (collecting one violation per bad field, at most `MAX_VIOLATIONS` listed);
+//! events are encoded and decoded.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    CancelReason, Command, CurrencyCode, CustomerId, Event, OrderId, OrderLine, OrderStatus,
-    ProductId, Quantity, RequestId, TrackingNumber, UnitPrice, ValidationError,
+    CancelReason, Command, CurrencyCode, CustomerId, Event, MAX_LINES, OrderId, OrderLine,
+    OrderStatus, ProductId, Quantity, RequestId, TrackingNumber, UnitPrice, ValidationError,
 };
 use crate::proto;
 
@@ -25,14 +26,26 @@ pub struct FieldViolation {
 #[error("invalid request: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
 pub struct InvalidRequest(pub Vec<FieldViolation>);
 
+/// Most field violations one refusal lists. The rest are only counted, in a
+/// last violation, so that an error's metadata stays a few kilobytes whatever
+/// the request held (a default grpcio client reads at most 8 KiB of it).
+pub const MAX_VIOLATIONS: usize = 20;
+
 /// Collects field violations while a request is parsed.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    listed: Vec<FieldViolation>,
+    unlisted: usize,
+}
 
 impl Violations {
     /// Records a violation for `field`.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
+        if self.listed.len() == MAX_VIOLATIONS {
+            self.unlisted += 1;
+            return;
+        }
+        self.listed.push(FieldViolation {
             field: field.into(),
             description: description.into(),
         });
@@ -43,13 +56,20 @@ impl Violations {
         parsed.map_err(|e| self.add(field, e.0)).ok()
     }
 
-    /// `Ok(value)` when nothing was recorded.
-    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, InvalidRequest> {
-        if self.0.is_empty() {
-            Ok(value())
-        } else {
-            Err(InvalidRequest(self.0))
+    /// `Ok(value)` when nothing was recorded; else the listed violations and,
+    /// past `MAX_VIOLATIONS`, one on the whole request (`field` empty) saying
+    /// how many more there were.
+    pub fn finish<T>(mut self, value: impl FnOnce() -> T) -> Result<T, InvalidRequest> {
+        if self.listed.is_empty() {
+            return Ok(value());
         }
+        if self.unlisted > 0 {
+            self.listed.push(FieldViolation {
+                field: String::new(),
+                description: format!("{} more violations not listed", self.unlisted),
+            });
+        }
+        Err(InvalidRequest(self.listed))
     }
 }
 
@@ -126,18 +146,18 @@ impl TryFrom<&proto::PlaceOrderRequest> for ParsedCommand {
         };
         let customer_id = v.check("customer_id", CustomerId::parse(&req.customer_id));
         let currency = v.check("currency_code", CurrencyCode::parse(&req.currency_code));
-        if req.lines.is_empty() || req.lines.len() > crate::domain::MAX_LINES {
-            v.add(
-                "lines",
-                format!("must hold 1-{} lines", crate::domain::MAX_LINES),
-            );
-        }
-        let lines: Vec<Option<OrderLine>> = req
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| parse_line(&mut v, &format!("lines[{i}]"), l))
-            .collect();
+        // The count is checked before any line is parsed: a request costs at
+        // most MAX_LINES lines of work, whatever it holds.
+        let lines: Vec<Option<OrderLine>> = if (1..=MAX_LINES).contains(&req.lines.len()) {
+            req.lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| parse_line(&mut v, &format!("lines[{i}]"), l))
+                .collect()
+        } else {
+            v.add("lines", format!("must hold 1-{MAX_LINES} lines"));
+            Vec::new()
+        };
         v.finish(|| ParsedCommand {
             order_id: order_id.expect("checked"),
             expected_version: None,
@@ -451,4 +471,48 @@ pub fn event_from_proto(p: &proto::OrderEvent) -> Result<(EventMeta, Event), Dec
         }),
     };
     Ok((meta, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(lines: usize) -> proto::PlaceOrderRequest {
+        proto::PlaceOrderRequest {
+            customer_id: "ann".into(),
+            currency_code: "EUR".into(),
+            lines: vec![proto::OrderLine::default(); lines],
+            ..Default::default()
+        }
+    }
+
+    fn violations(request: &proto::PlaceOrderRequest) -> Vec<FieldViolation> {
+        ParsedCommand::try_from(request).unwrap_err().0
+    }
+
+    #[test]
+    fn too_many_lines_are_refused_before_any_line_is_parsed() {
+        let refused = violations(&place(MAX_LINES + 1));
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].field, "lines");
+        assert_eq!(violations(&place(0))[0].field, "lines");
+    }
+
+    #[test]
+    fn at_most_twenty_violations_are_listed_and_the_rest_counted() {
+        // Two violations per empty line: product_id and quantity.
+        let refused = violations(&place(MAX_LINES));
+        assert_eq!(refused.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(refused[0].field, "lines[0].product_id");
+        let last = refused.last().unwrap();
+        assert_eq!(last.field, "");
+        assert_eq!(last.description, "180 more violations not listed");
+    }
+
+    #[test]
+    fn twenty_violations_are_listed_without_a_count() {
+        let refused = violations(&place(MAX_VIOLATIONS / 2));
+        assert_eq!(refused.len(), MAX_VIOLATIONS);
+        assert!(refused.iter().all(|v| !v.field.is_empty()));
+    }
 }

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::telemetry::LogFormat;
+use crate::{limits::LimitSettings, secret::DatabaseUrl, telemetry::LogFormat};
 
 /// Topic carrying every `OrderEvent`.
 pub const DEFAULT_TOPIC: &str = "orders.events.v1";
@@ -177,7 +177,8 @@ pub struct ServerSettings {
         default_value_t = 10_000
     )]
     pub request_timeout_ms: u64,
-    /// Process-wide limit of RPCs in flight; more wait.
+    /// Process-wide limit of RPCs in flight (health checks aside); more are
+    /// refused at once with RESOURCE_EXHAUSTED.
     #[arg(
         long = "concurrency-limit",
         env = "ORDERS_CONCURRENCY_LIMIT",
@@ -194,12 +195,46 @@ pub struct ServerSettings {
     /// Log format.
     #[arg(long = "log-format", env = "ORDERS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Start even when the database role is a PostgreSQL superuser (which
+    /// could rewrite the event store); for tests and throwaway databases.
+    #[arg(
+        long = "allow-superuser",
+        env = "ORDERS_ALLOW_SUPERUSER",
+        default_value_t = DEFAULT_ALLOW_SUPERUSER,
+        action = clap::ArgAction::SetTrue
+    )]
+    pub allow_superuser: bool,
     /// Serve gRPC reflection (grpcurl's `list` and `describe`); open to every caller.
     #[arg(long = "reflection", env = "ORDERS_REFLECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub reflection: bool,
     /// Who may call.
     #[command(flatten)]
     pub auth: AuthSettings,
+    /// Transport security.
+    #[command(flatten)]
+    pub tls: TlsSettings,
+    /// Request and connection limits.
+    #[command(flatten)]
+    pub limits: LimitSettings,
+}
+
+/// TLS, mutual TLS, and where plaintext is allowed.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsSettings {
+    /// PEM certificate (chain) the server presents; with the key, turns TLS on.
+    #[arg(long = "tls-cert-file", env = "ORDERS_TLS_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long = "tls-key-file", env = "ORDERS_TLS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate one of them
+    /// signed (mutual TLS, for service-to-service callers).
+    #[arg(long = "tls-client-ca-file", env = "ORDERS_TLS_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (say, behind a proxy that
+    /// terminates TLS); without it such a bind refuses to start.
+    #[arg(long = "allow-plaintext", env = "ORDERS_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 }
 
 /// Default `iss` a token must carry.
@@ -260,6 +295,9 @@ impl Default for AuthSettings {
     }
 }
 
+/// Whether a server may connect as a PostgreSQL superuser unless told otherwise.
+pub const DEFAULT_ALLOW_SUPERUSER: bool = false;
+
 impl ServerSettings {
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
@@ -276,6 +314,9 @@ impl Default for ServerSettings {
             log_format: LogFormat::Text,
             reflection: true,
             auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
+            limits: LimitSettings::default(),
+            allow_superuser: DEFAULT_ALLOW_SUPERUSER,
         }
     }
 }
@@ -309,8 +350,12 @@ pub struct CommandSettings {
     )]
     pub listen_addr: SocketAddr,
     /// Write database (event store and outbox).
-    #[arg(long = "database-url", env = "ORDERS_WRITE_DATABASE_URL")]
-    pub database_url: String,
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_WRITE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -350,7 +395,7 @@ impl CommandSettings {
     pub fn new(database_url: impl Into<String>, kafka: KafkaSettings) -> Self {
         Self {
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl::new(database_url),
             kafka,
             server: ServerSettings::default(),
             relay: true,
@@ -373,8 +418,12 @@ pub struct QuerySettings {
     )]
     pub listen_addr: SocketAddr,
     /// Read database (projections).
-    #[arg(long = "database-url", env = "ORDERS_READ_DATABASE_URL")]
-    pub database_url: String,
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -528,7 +577,7 @@ impl QuerySettings {
     ) -> Self {
         Self {
             listen_addr: "127.0.0.1:0".parse().expect("valid address"),
-            database_url: database_url.into(),
+            database_url: DatabaseUrl::new(database_url),
             kafka,
             server: ServerSettings::default(),
             consumer_group: consumer_group.into(),
@@ -544,17 +593,25 @@ impl QuerySettings {
     }
 }
 
-/// `orderctl` settings: both databases, the broker, and the query servers'
-/// consumer group, from the same variables as the servers. A subcommand
-/// fails with a clear message when a database it needs is not configured.
+/// `orderctl` settings: both databases (as the admin role, not the servers'),
+/// the broker, and the query servers' consumer group. A subcommand fails with
+/// a clear message when a database it needs is not configured.
 #[derive(Debug, Clone, Args)]
 pub struct AdminSettings {
     /// Write database (event store and outbox).
-    #[arg(long = "write-database-url", env = "ORDERS_WRITE_DATABASE_URL")]
-    pub write_database_url: Option<String>,
+    #[arg(
+        long = "write-database-url",
+        env = "ORDERS_ADMIN_WRITE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub write_database_url: Option<DatabaseUrl>,
     /// Read database (projection generations).
-    #[arg(long = "read-database-url", env = "ORDERS_READ_DATABASE_URL")]
-    pub read_database_url: Option<String>,
+    #[arg(
+        long = "read-database-url",
+        env = "ORDERS_ADMIN_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub read_database_url: Option<DatabaseUrl>,
     /// Kafka settings.
     #[command(flatten)]
     pub kafka: KafkaSettings,
@@ -577,8 +634,8 @@ impl AdminSettings {
         consumer_group: impl Into<String>,
     ) -> Self {
         Self {
-            write_database_url: Some(write_database_url.into()),
-            read_database_url: Some(read_database_url.into()),
+            write_database_url: Some(DatabaseUrl::new(write_database_url)),
+            read_database_url: Some(DatabaseUrl::new(read_database_url)),
             kafka,
             consumer_group: consumer_group.into(),
         }

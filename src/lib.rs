@@ -12,10 +12,16 @@ pub mod command;
 pub mod config;
 pub mod digest;
 pub mod domain;
+#[cfg(test)]
+mod fuzz;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod query;
+pub mod roles;
+pub mod secret;
 pub mod server;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tls;

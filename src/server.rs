@@ -1,18 +1,23 @@
 //! The gRPC server shape both servers share: health, reflection, bearer-token
-//! authentication, per-RPC tracing spans, a deadline cap, a process-wide
-//! concurrency limit and graceful shutdown.
+//! authentication, TLS, per-RPC tracing spans, a deadline cap, the limits of
+//! `limits` (load shedding, HTTP/2 limits, correlation metadata checks) and
+//! graceful shutdown.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::server::TcpIncoming};
+use tonic::{
+    service::Routes,
+    transport::{ServerTlsConfig, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::{
     auth::{self, AuthLayer, AuthSetupError, ServicePolicy, Verifier},
     config::{AuthMode, ServerSettings},
+    limits::{correlation, edge::EdgeLayer},
+    tls::{self, TlsSetupError},
 };
 
 /// Health of one gRPC service, reported under its name and under "" (the server).
@@ -159,9 +164,41 @@ pub fn standard_routes(
         .add_service(reflection_v1alpha)
 }
 
-/// The auth layer `settings` ask for, with the scope each of `services`
-/// needs; loads the JWKS file once, at start-up.
-pub fn auth_layer(
+/// What stands between a server's routes and the network: the transport
+/// (TLS, mutual TLS or loopback plaintext) and the auth layer.
+pub struct Edge {
+    auth: AuthLayer,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// Why a server's edge cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The authentication settings are unusable.
+    #[error("auth: {0}")]
+    Auth(#[from] AuthSetupError),
+    /// The TLS settings are unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsSetupError),
+}
+
+impl Edge {
+    /// The edge `settings` ask for on `addr`, with the scope each of
+    /// `services` needs; reads the JWKS and certificate files once, here.
+    pub fn build(
+        settings: &ServerSettings,
+        addr: SocketAddr,
+        services: &[ServicePolicy],
+    ) -> Result<Self, EdgeError> {
+        Ok(Self {
+            tls: tls::server_config(&settings.tls, addr)?,
+            auth: auth_layer(settings, services)?,
+        })
+    }
+}
+
+/// The auth layer `settings` ask for, with the scope each of `services` needs.
+fn auth_layer(
     settings: &ServerSettings,
     services: &[ServicePolicy],
 ) -> Result<AuthLayer, AuthSetupError> {
@@ -188,40 +225,37 @@ pub const COMMANDS_POLICY: ServicePolicy = ("orders.v1.OrderCommands", auth::SCO
 /// The scope `orders.v1.OrderQueries` needs.
 pub const QUERIES_POLICY: ServicePolicy = ("orders.v1.OrderQueries", auth::SCOPE_READ);
 
-/// Serves `routes` on `listener` behind `auth` until `shutdown` resolves,
+/// Serves `routes` on `listener` behind `edge` until `shutdown` resolves,
 /// then drains in-flight RPCs.
 pub async fn serve(
     listener: TcpListener,
     settings: &ServerSettings,
-    auth: AuthLayer,
+    edge: Edge,
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut builder = settings.limits.http2(tonic::transport::Server::builder());
+    if let Some(tls) = edge.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .timeout(settings.request_timeout())
         .trace_fn(|request| {
-            // Correlation headers are logged on every RPC of both servers.
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            // Correlation headers are logged on every RPC of both servers, once checked.
+            let header = |name| correlation::loggable(request.headers(), name);
             tracing::info_span!(
                 "rpc",
                 method = %request.uri().path(),
                 order_id = tracing::field::Empty,
                 subject = tracing::field::Empty,
                 customer = tracing::field::Empty,
-                request_id = %header("x-request-id"),
-                traceparent = %header("traceparent"),
+                request_id = %header(correlation::REQUEST_ID),
+                traceparent = %header(correlation::TRACEPARENT),
             )
         })
-        // Refused callers are answered before they take a concurrency slot.
-        .layer(auth)
-        .layer(GlobalConcurrencyLimitLayer::new(settings.concurrency_limit))
+        // Refused callers are answered before they take an in-flight slot.
+        .layer(edge.auth)
+        .layer(EdgeLayer::new(settings.concurrency_limit))
         .add_routes(routes)
         // TCP_NODELAY: without it a response written in several small segments
         // waits on the client's delayed ACK (about 40 ms with grpc-go clients).

@@ -1,4 +1,9 @@
--- Run once by the postgres image's entrypoint (docker-compose.yml mounts this
--- file into /docker-entrypoint-initdb.d). POSTGRES_USER=orders is the superuser.
-CREATE DATABASE orders_write OWNER orders;
-CREATE DATABASE orders_read OWNER orders;
+-- Run once by the postgres image's entrypoint, after 10-provision.sql
+-- (scripts/postgres/provision.sql: the roles and databases; docker-compose.yml
+-- mounts both into /docker-entrypoint-initdb.d). The roles' passwords, which
+-- the URLs in docker-compose.yml carry: development values, for a laptop
+-- only; a real deployment sets its own (ALTER ROLE ... PASSWORD).
+ALTER ROLE orders_migrator PASSWORD 'migrator-dev';
+ALTER ROLE orders_command PASSWORD 'command-dev';
+ALTER ROLE orders_query PASSWORD 'query-dev';
+ALTER ROLE orders_admin PASSWORD 'admin-dev';

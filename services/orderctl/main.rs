@@ -1,4 +1,5 @@
-//! `orderctl`: the admin CLI. Reads the same configuration as the servers and
+//! `orderctl`: the admin CLI. Reads the configuration the servers read, with
+//! its own database URLs (the admin role's; the migrator's for `migrate`), and
 //! calls `orders::admin`; this file only parses, prints and sets the exit code
 //! (0: done and clean, 1: differences or messages still failing, 2: error).
 
@@ -14,11 +15,12 @@ use orders::{
     auth::{self, TokenRequest},
     config::{AdminSettings, DEFAULT_AUTH_AUDIENCE, DEFAULT_AUTH_ISSUER},
     kafka::{self, TopicStatus},
+    tls,
 };
 use tracing_subscriber::EnvFilter;
 
 /// Operates an `orders` deployment: status, verification, projection rebuilds,
-/// republishing and dead letters.
+/// republishing, dead letters and the write database's migrations.
 #[derive(Debug, Parser)]
 #[command(name = "orderctl", version)]
 struct Cli {
@@ -107,6 +109,21 @@ enum Command {
         #[arg(long = "audience", env = "ORDERS_AUTH_AUDIENCE", default_value = DEFAULT_AUTH_AUDIENCE)]
         audience: String,
     },
+    /// Writes a development CA certificate (ca.pem; its key is not kept), a
+    /// server certificate and key for the given hosts, and a client
+    /// certificate and key for mutual TLS, into a directory.
+    Certs {
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// A host name or IP address the server certificate is valid for;
+        /// repeat for more.
+        #[arg(long = "host", value_name = "HOST", default_values = ["localhost", "127.0.0.1"])]
+        hosts: Vec<String>,
+        /// The client certificate's common name.
+        #[arg(long, default_value = "orders-client")]
+        client_name: String,
+    },
     /// Writes a new Ed25519 signing key (signing-key.pem, owner-only) and the
     /// JWKS with its public key (jwks.json) into a directory.
     Keygen {
@@ -116,6 +133,13 @@ enum Command {
         /// Replace existing files (tokens signed by the old key stop working).
         #[arg(long)]
         force: bool,
+    },
+    /// Applies the write database's migrations as the event store's owner
+    /// (the migrator role); the command servers only check them at start.
+    Migrate {
+        /// The write database, as the role that owns the event store.
+        #[arg(long = "database-url", env = "ORDERS_WRITE_MIGRATE_DATABASE_URL")]
+        database_url: String,
     },
 }
 
@@ -185,6 +209,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let minted = auth::mint(&key, &request, std::time::SystemTime::now())?;
             println!("{}", minted.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs {
+            dir,
+            hosts,
+            client_name,
+        } => {
+            let certs = tls::generate_dev_certificates(&dir, &hosts, &client_name)?;
+            println!(
+                "wrote {} (CA), {} + {} (server: {}), {} + {} (client {client_name})",
+                certs.ca.display(),
+                certs.server.0.display(),
+                certs.server.1.display(),
+                hosts.join(", "),
+                certs.client.0.display(),
+                certs.client.1.display(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { dir, force } => {
@@ -283,6 +324,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 queued.from_position,
                 to_position.map_or_else(|| "end".to_owned(), |to| to.to_string())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { database_url } => {
+            let migrated = admin::migrate(&database_url).await?;
+            if migrated.applied.is_empty() {
+                println!(
+                    "the write migrations are up to date (latest {})",
+                    migrated.latest
+                );
+            } else {
+                let applied: Vec<String> = migrated.applied.iter().map(i64::to_string).collect();
+                println!(
+                    "applied write migrations {} (latest {})",
+                    applied.join(", "),
+                    migrated.latest
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DeadLetter {

@@ -1,12 +1,13 @@
 //! Operations on a running system, behind `orderctl`: `status`, `verify`,
-//! `rebuild`, `republish` and `dead_letter`. They use both sides through
-//! their APIs, never their tables: the event store and outbox through
+//! `rebuild`, `republish`, `dead_letter` and `migrate`. They use both sides
+//! through their APIs, never their tables: the event store and outbox through
 //! `command::store`, the projection generations through `query::ReadModel`
 //! (`read_model::digest` for whole-generation reads) and `query::Generations`,
 //! and the topic through `topic`. Each operation is a library function taking
 //! `AdminSettings`, so tests call it directly; the binary only prints.
 
 pub mod dead_letter;
+pub mod migrate;
 pub mod rebuild;
 pub mod republish;
 pub mod status;
@@ -15,14 +16,18 @@ pub mod verify;
 
 use std::time::Duration;
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 use crate::{
-    command::store::StoreError,
+    command::{migrations::MigrationError, store::StoreError},
     config::AdminSettings,
     query::{Generations, QueryError, ReadModel, generation::Generation},
 };
 
+pub use migrate::migrate;
 pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
 pub use republish::republish;
 pub use status::{Status, status};
@@ -46,6 +51,9 @@ pub enum AdminError {
     /// The event store failed.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
+    /// The write migrations failed.
+    #[error(transparent)]
+    Migrations(#[from] MigrationError),
     /// A Kafka client failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -84,29 +92,57 @@ pub enum AdminError {
     },
 }
 
-/// A small pool on the read database.
+/// A small pool on the read database whose connections act as the role
+/// that owns its generations (the query servers' role), when the login role
+/// is a member of it: what `orderctl` creates there, a rebuild's generation,
+/// must belong to the query servers, which write and migrate it.
 pub async fn read_pool(settings: &AdminSettings) -> Result<PgPool, AdminError> {
     let url = settings
         .read_database_url
-        .as_deref()
-        .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
-    Ok(pool(url).await?)
+        .as_ref()
+        .ok_or(AdminError::Missing("ORDERS_ADMIN_READ_DATABASE_URL"))?;
+    let options: PgConnectOptions = url.expose().parse()?;
+    let owner = generations_owner(&options).await?;
+    Ok(pool(match owner {
+        Some(owner) => options.options([("role", owner)]),
+        None => options,
+    })
+    .await?)
+}
+
+/// The owner of the generations' control table (of the database while there
+/// is none), when it is not the login role and the login role may act as it.
+async fn generations_owner(options: &PgConnectOptions) -> Result<Option<String>, sqlx::Error> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    let owner = sqlx::query!(
+        r#"SELECT o.owner::text AS "owner!",
+                  o.owner <> current_user AND pg_has_role(o.owner, 'MEMBER') AS "act_as!"
+           FROM (SELECT coalesce(
+                   (SELECT tableowner FROM pg_tables
+                    WHERE schemaname = 'public' AND tablename = 'projection_generation'),
+                   (SELECT pg_get_userbyid(datdba) FROM pg_database
+                    WHERE datname = current_database())) AS owner) o"#
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(owner.act_as.then_some(owner.owner))
 }
 
 /// A small pool on the write database.
 pub async fn write_pool(settings: &AdminSettings) -> Result<PgPool, AdminError> {
     let url = settings
         .write_database_url
-        .as_deref()
-        .ok_or(AdminError::Missing("ORDERS_WRITE_DATABASE_URL"))?;
-    Ok(pool(url).await?)
+        .as_ref()
+        .ok_or(AdminError::Missing("ORDERS_ADMIN_WRITE_DATABASE_URL"))?;
+    Ok(pool(url.expose().parse()?).await?)
 }
 
-async fn pool(url: &str) -> Result<PgPool, sqlx::Error> {
+async fn pool(options: PgConnectOptions) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
 }
 

@@ -1,6 +1,6 @@
-//! Start-up of `order-command`: pool and migrations, listener, writer, relay,
-//! health, and the gRPC server. The writer and relay tasks are supervised: one
-//! that dies stops the server with an error.
+//! Start-up of `order-command`: pool, its role and the migrations, listener,
+//! writer, relay, health, and the gRPC server. The writer and relay tasks are
+//! supervised: one that dies stops the server with an error.
 
 use std::{future::Future, time::Duration};
 
@@ -10,13 +10,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     grpc::CommandService,
+    migrations::{self, MigrationError},
     relay::{self, Relay},
     writer::Writer,
 };
 use crate::{
-    auth::AuthLayer,
     config::CommandSettings,
+    limits::MAX_COMMAND_REQUEST_BYTES,
     proto::order_commands_server::OrderCommandsServer,
+    roles::{self, RoleError},
     server,
     supervisor::{Supervisor, TaskFailed},
 };
@@ -24,12 +26,15 @@ use crate::{
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The database is unreachable or refused the migrations.
+    /// The database is unreachable.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// The migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database role is refused (a superuser).
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    /// The write migrations are not applied and could not be.
+    #[error(transparent)]
+    Migrations(#[from] MigrationError),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -41,9 +46,9 @@ pub enum StartupError {
     /// The Kafka client could not be created.
     #[error("relay: {0}")]
     Relay(#[from] relay::RelayError),
-    /// The authentication settings are unusable.
-    #[error("auth: {0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+    /// The authentication or TLS settings are unusable.
+    #[error(transparent)]
+    Edge(#[from] server::EdgeError),
     /// The gRPC server failed.
     #[error("grpc: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -58,19 +63,30 @@ pub struct Application {
     listener: TcpListener,
     pool: PgPool,
     relay: Option<Relay>,
-    auth: AuthLayer,
+    edge: server::Edge,
 }
 
 impl Application {
-    /// Connects, migrates the write database, binds the listener and prepares the relay.
+    /// Connects, checks its role and the write migrations (applying them when
+    /// its role may), binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
-        let auth = server::auth_layer(&settings.server, &[server::COMMANDS_POLICY])?;
+        let edge = server::Edge::build(
+            &settings.server,
+            settings.listen_addr,
+            &[server::COMMANDS_POLICY],
+        )?;
+        let limits = &settings.server.limits;
+        tracing::info!(database = %settings.database_url, "connecting to the write database");
+        // Every connection of the server, the relay's included, has the
+        // statement and lock timeouts.
+        let options = limits.session_options(settings.database_url.connect_options()?);
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.database_url)
+            .acquire_timeout(limits.db_acquire_timeout())
+            .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("migrations/write").run(&pool).await?;
+        roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
+        migrations::ensure_applied(&pool).await?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .map_err(|source| StartupError::Bind {
@@ -78,8 +94,8 @@ impl Application {
                 source,
             })?;
         let relay = if settings.relay {
-            Some(Relay::new(
-                settings.database_url.clone(),
+            Some(Relay::connecting_with(
+                options,
                 settings.kafka.clone(),
                 settings.max_batch.max(64) * 4,
             )?)
@@ -91,7 +107,7 @@ impl Application {
             listener,
             pool,
             relay,
-            auth,
+            edge,
         })
     }
 
@@ -171,12 +187,15 @@ impl Application {
         };
 
         let routes = server::standard_routes(health_service, self.settings.server.reflection)
-            .add_service(OrderCommandsServer::new(CommandService::new(writer)));
+            .add_service(
+                OrderCommandsServer::new(CommandService::new(writer))
+                    .max_decoding_message_size(MAX_COMMAND_REQUEST_BYTES),
+            );
         tracing::info!(addr = %self.listener.local_addr().map_err(|source| StartupError::Bind { addr: self.settings.listen_addr, source })?, "order-command serving");
         let served = server::serve(
             self.listener,
             &self.settings.server,
-            self.auth,
+            self.edge,
             routes,
             shutdown,
         )

@@ -7,7 +7,7 @@ use super::{
     CommandError,
     writer::{Accepted, RequestMeta, Writer},
 };
-use crate::{auth::Caller, codec::ParsedCommand, domain::Command, proto, server::metadata_str};
+use crate::{auth::Caller, codec::ParsedCommand, domain::Command, limits::correlation, proto};
 
 /// The `OrderCommands` service.
 pub struct CommandService {
@@ -25,9 +25,11 @@ impl CommandService {
         R: prost::Message,
         for<'a> ParsedCommand: TryFrom<&'a R, Error = crate::codec::InvalidRequest>,
     {
+        // Checked here too, not only in the edge layer: they are stored with the events.
+        let correlation = correlation::read(request.metadata().as_ref())?;
         let meta = RequestMeta {
-            x_request_id: metadata_str(&request, "x-request-id").map(str::to_owned),
-            traceparent: metadata_str(&request, "traceparent").map(str::to_owned),
+            x_request_id: correlation.request_id,
+            traceparent: correlation.traceparent,
             caller: Caller::of(&request).cloned(),
         };
         let request = request.into_inner();

@@ -1,8 +1,9 @@
 //! The command side: the `OrderCommands` gRPC edge, the batching writer, the
-//! event store and the outbox relay.
+//! event store, its migrations and the outbox relay.
 
 pub mod app;
 pub mod grpc;
+pub mod migrations;
 pub mod relay;
 pub mod store;
 pub mod writer;
@@ -42,6 +43,9 @@ pub enum CommandError {
     /// The server is shutting down.
     #[error("the server is shutting down; retry")]
     Unavailable,
+    /// No database connection became free in time (the pool is exhausted).
+    #[error("the server is busy: no database connection was free in time; retry")]
+    Busy,
     /// Something failed inside; the detail is in the log.
     #[error("internal error")]
     Internal,
@@ -70,7 +74,7 @@ impl From<CommandError> for Status {
                 Status::aborted(message)
             }
             CommandError::PermissionDenied(_) => Status::permission_denied(message),
-            CommandError::Unavailable => Status::unavailable(message),
+            CommandError::Unavailable | CommandError::Busy => Status::unavailable(message),
             CommandError::Internal => Status::internal(message),
         }
     }

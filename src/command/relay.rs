@@ -74,7 +74,7 @@ pub enum StepOutcome {
 
 /// The outbox relay.
 pub struct Relay {
-    database_url: String,
+    connect: PgConnectOptions,
     kafka: KafkaSettings,
     producer: FutureProducer,
     /// When the producer was created or last delivered a whole batch.
@@ -90,8 +90,18 @@ impl Relay {
         kafka: KafkaSettings,
         batch_size: usize,
     ) -> Result<Self, RelayError> {
+        let url: String = database_url.into();
+        Self::connecting_with(url.parse()?, kafka, batch_size)
+    }
+
+    /// A relay whose lock connection is made with `connect`, publishing to `kafka.topic`.
+    pub fn connecting_with(
+        connect: PgConnectOptions,
+        kafka: KafkaSettings,
+        batch_size: usize,
+    ) -> Result<Self, RelayError> {
         Ok(Self {
-            database_url: database_url.into(),
+            connect,
             producer: kafka::idempotent_producer(&kafka)?,
             delivered_at: Instant::now(),
             kafka,
@@ -133,8 +143,8 @@ impl Relay {
         // republishes events, which consumers skip by version. That saves one
         // WAL flush per batch, which commands would otherwise wait behind.
         let mut conn = self
-            .database_url
-            .parse::<PgConnectOptions>()?
+            .connect
+            .clone()
             .application_name(&leader_application_name())
             .options([("synchronous_commit", "off")])
             .connect()

@@ -143,6 +143,15 @@ impl Writer {
     }
 }
 
+/// What a command whose batch failed with `error` answers: a pool timeout is
+/// load the client may retry, anything else an internal error.
+fn failed(error: &StoreError) -> CommandError {
+    match error {
+        StoreError::Database(sqlx::Error::PoolTimedOut) => CommandError::Busy,
+        _ => CommandError::Internal,
+    }
+}
+
 struct WriterTask {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
@@ -197,7 +206,7 @@ impl WriterTask {
                 Err(error) => {
                     tracing::error!(%error, size = pending.len(), "no database connection");
                     for submission in pending.drain(..) {
-                        let _ = submission.reply.send(Err(CommandError::Internal));
+                        let _ = submission.reply.send(Err(failed(&error)));
                     }
                     return;
                 }
@@ -232,7 +241,7 @@ impl WriterTask {
                     conn.close_on_drop();
                     tracing::error!(%error, size = pending.len(), "batch failed");
                     for submission in pending.drain(..) {
-                        let _ = submission.reply.send(Err(CommandError::Internal));
+                        let _ = submission.reply.send(Err(failed(&error)));
                     }
                     return;
                 }

@@ -12,14 +12,14 @@ use std::{
 };
 
 use rdkafka::consumer::BaseConsumer;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::AuthLayer,
     config::QuerySettings,
     kafka,
+    limits::MAX_QUERY_REQUEST_BYTES,
     proto::order_queries_server::OrderQueriesServer,
     query::{
         QueryError,
@@ -128,23 +128,35 @@ pub struct Application {
     probe: DependencyProbe,
     cache: ReadCache,
     metrics_listener: Option<TcpListener>,
-    auth: AuthLayer,
+    edge: server::Edge,
 }
 
 impl Application {
-    /// Connects to PostgreSQL, applies the read migrations to the live
-    /// generation (`read_model`, generation 1, in a new database), binds the
-    /// listener and, unless disabled, joins the consumer group.
+    /// Connects to PostgreSQL (refusing a superuser unless allowed), applies
+    /// the read migrations to the live generation (`read_model`, generation
+    /// 1, in a new database), binds the listener and, unless disabled, joins
+    /// the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
-        let auth = server::auth_layer(&settings.server, &[server::QUERIES_POLICY])?;
+        let edge = server::Edge::build(
+            &settings.server,
+            settings.listen_addr,
+            &[server::QUERIES_POLICY],
+        )?;
+        let limits = &settings.server.limits;
+        tracing::info!(database = %settings.database_url, "connecting to the read database");
+        // Every connection of the server has the statement and lock timeouts:
+        // the read models' pools derive their options from this one's, the
+        // projector's and the NOTIFY listener's from the same.
+        let options = limits.session_options(settings.database_url.connect_options()?);
         // No ping before each acquire: a broken connection fails its query,
         // and the ping would double the round trips of a read.
         let pool = PgPoolOptions::new()
             .max_connections(settings.server.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(limits.db_acquire_timeout())
             .test_before_acquire(false)
-            .connect(&settings.database_url)
+            .connect_with(options.clone())
             .await?;
+        crate::roles::refuse_superuser(&pool, settings.server.allow_superuser).await?;
         let generations = Generations::new(pool.clone());
         let live = generations.bootstrap().await?;
         tracing::info!(generation = live.generation, schema = %live.schema, "live projection generation");
@@ -167,13 +179,10 @@ impl Application {
             } else {
                 "off"
             };
-            let options = settings
-                .database_url
-                .parse::<PgConnectOptions>()?
-                .options([("synchronous_commit", durability)]);
+            let options = options.options([("synchronous_commit", durability)]);
             let write_pool = PgPoolOptions::new()
                 .max_connections(PROJECTOR_CONNECTIONS)
-                .acquire_timeout(Duration::from_secs(5))
+                .acquire_timeout(limits.db_acquire_timeout())
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
@@ -202,7 +211,7 @@ impl Application {
             freeze,
             cache,
             metrics_listener,
-            auth,
+            edge,
             watch,
             probe: DependencyProbe::new(&settings, live.clone())?,
             settings,
@@ -267,16 +276,18 @@ impl Application {
             cache,
             metrics,
             metrics_listener,
-            auth,
+            edge,
             ..
         } = self;
         let stop = CancellationToken::new();
         let mut tasks = Supervisor::new(stop.clone(), settings.fault_panic_task.clone());
+        // The server pool's options: the session timeouts included.
+        let listen_options = live.generations().pool().connect_options().as_ref().clone();
         tasks.spawn(
             "notify-listener",
             watch
                 .clone()
-                .listen(settings.database_url.clone(), live.clone(), stop.clone()),
+                .listen(listen_options, live.clone(), stop.clone()),
         );
         if let Some(projector) = projector {
             tasks.spawn("projector", projector.run(stop.clone()));
@@ -312,9 +323,11 @@ impl Application {
         )
         .with_cache(cache);
         let routes = server::standard_routes(health_service, settings.server.reflection)
-            .add_service(OrderQueriesServer::new(service));
+            .add_service(
+                OrderQueriesServer::new(service).max_decoding_message_size(MAX_QUERY_REQUEST_BYTES),
+            );
         tracing::info!(port, projector = settings.projector, "order-query serving");
-        let served = server::serve(listener, &settings.server, auth, routes, {
+        let served = server::serve(listener, &settings.server, edge, routes, {
             let stop = stop.clone();
             async move {
                 tokio::select! {

@@ -9,8 +9,11 @@ use std::{fmt, str::FromStr};
 use crate::query::QueryError;
 
 /// Takes the advisory lock serialising every migration of the read database,
-/// for the session of `conn` (its migration ends by closing it).
+/// for the session of `conn` (its migration ends by closing it). The session
+/// loses the server's statement and lock timeouts: it may wait for another
+/// process's migration and rewrite large tables.
 pub(crate) async fn lock_migrations(conn: &mut sqlx::PgConnection) -> Result<(), QueryError> {
+    crate::limits::lift_session_timeouts(conn).await?;
     sqlx::query!("SELECT pg_advisory_lock(hashtext('orders.read_model.migrate'))")
         .execute(conn)
         .await?;

@@ -34,6 +34,9 @@ pub enum QueryError {
     /// Applying the read migrations failed.
     #[error("read migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database role is refused (a superuser).
+    #[error(transparent)]
+    Role(#[from] crate::roles::RoleError),
     /// A Kafka client error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -46,9 +49,9 @@ pub enum QueryError {
     /// A setting is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The authentication settings are unusable.
-    #[error("auth: {0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+    /// The authentication or TLS settings are unusable.
+    #[error(transparent)]
+    Edge(#[from] crate::server::EdgeError),
     /// Another writer changed an order under a projector batch; the batch is retried.
     #[error("conflicting projection write: {0}")]
     Conflict(String),
@@ -93,6 +96,12 @@ impl From<QueryError> for Status {
                 ErrorDetails::with_bad_request_violation(field, description),
             ),
             QueryError::NotFound(_) => Status::not_found(error.to_string()),
+            QueryError::Database(sqlx::Error::PoolTimedOut) => {
+                tracing::warn!("no database connection was free in time");
+                Status::unavailable(
+                    "the server is busy: no database connection was free in time; retry",
+                )
+            }
             QueryError::NotYetProjected { projected, .. } => {
                 let mut status = Status::unavailable(error.to_string());
                 status
@@ -129,6 +138,12 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.message().contains("at version 2, waited for 7"));
         assert_eq!(status.metadata().get("x-projected-version").unwrap(), "2");
+    }
+
+    #[test]
+    fn a_pool_timeout_is_unavailable_for_the_client_to_retry() {
+        let status = Status::from(QueryError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(status.code(), Code::Unavailable);
     }
 
     #[test]

@@ -18,14 +18,15 @@ use uuid::Uuid;
 use crate::{
     auth::Caller,
     codec,
-    domain::{CustomerId, OrderId},
+    domain::CustomerId,
     proto::{self, order_queries_server::OrderQueries},
     query::{
         QueryError,
         cache::ReadCache,
         generation::LiveProjection,
-        page_token::{self, ListFilter, OrdersCursor},
-        read_model::{OrderView, ReadModel, status_name},
+        page_token::{self, OrdersCursor},
+        read_model::{OrderView, ReadModel},
+        request,
         watch::ProjectionWatch,
     },
     server::metadata_str,
@@ -115,7 +116,7 @@ impl QueryService {
         confined: Option<&CustomerId>,
         deadline: Instant,
     ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
-        let order_id = parse_order_id(&request.order_id)?;
+        let order_id = request::order_id(&request.order_id)?;
         let (view, projected_at) = match request.min_version.filter(|&v| v > 0) {
             None => self
                 .read_order(&read_model, order_id)
@@ -179,31 +180,7 @@ impl QueryService {
         request: &proto::ListOrdersRequest,
         confined: Option<&CustomerId>,
     ) -> Result<Response<proto::ListOrdersResponse>, QueryError> {
-        let requested = request
-            .customer_id
-            .as_ref()
-            .map(|c| {
-                CustomerId::parse(c)
-                    .map(|c| c.as_str().to_owned())
-                    .map_err(|e| QueryError::invalid("customer_id", e.0))
-            })
-            .transpose()?;
-        // A confined caller lists its own orders, whatever the request names.
-        let customer_id = confined.map(|c| c.as_str().to_owned()).or(requested);
-        let status = proto::OrderStatus::try_from(request.status)
-            .map_err(|_| QueryError::invalid("status", "is not an OrderStatus"))?;
-        let filter = ListFilter {
-            customer_id,
-            status: codec::status_from_proto(status).map(|s| status_name(s).to_owned()),
-        };
-        let cursor = if request.page_token.is_empty() {
-            None
-        } else {
-            Some(
-                page_token::decode_orders(&request.page_token, &filter)
-                    .map_err(|e| QueryError::invalid("page_token", e.to_string()))?,
-            )
-        };
+        let (filter, cursor) = request::list_orders(request, confined)?;
         let size = page_size(request.page_size);
         let mut views = read_model.list_orders(&filter, cursor, size + 1).await?;
         let next_page_token = next_token(&mut views, size, |last| {
@@ -233,7 +210,7 @@ impl QueryService {
         request: &proto::GetOrderHistoryRequest,
         confined: Option<&CustomerId>,
     ) -> Result<Response<proto::GetOrderHistoryResponse>, QueryError> {
-        let order_id = parse_order_id(&request.order_id)?;
+        let (order_id, after) = request::history(request)?;
         if confined.is_some()
             && !self
                 .read_order(&read_model, order_id)
@@ -242,12 +219,6 @@ impl QueryService {
         {
             return Err(QueryError::NotFound(order_id));
         }
-        let after = if request.page_token.is_empty() {
-            0
-        } else {
-            page_token::decode_history(&request.page_token, order_id)
-                .map_err(|e| QueryError::invalid("page_token", e.to_string()))?
-        };
         let version = read_model
             .order_version(order_id)
             .await?
@@ -358,15 +329,6 @@ fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
-}
-
-fn parse_order_id(raw: &str) -> Result<Uuid, QueryError> {
-    if raw.is_empty() {
-        return Err(QueryError::invalid("order_id", "is required"));
-    }
-    OrderId::parse(raw)
-        .map(|id| id.as_uuid())
-        .map_err(|e| QueryError::invalid("order_id", e.0))
 }
 
 /// The page size to use: the default for 0, clamped to `MAX_PAGE_SIZE`.

@@ -18,6 +18,7 @@
 //! - `watchdog`: tells a stalled projection (lag, positions standing still) for health.
 //! - `segments`: the bounded map of orders the kept states and the cache use.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
+//! - `request`: the query requests parsed at the edge (pure).
 
 pub mod app;
 pub mod apply;
@@ -30,6 +31,7 @@ pub mod liveness;
 pub mod page_token;
 pub mod projector;
 pub mod read_model;
+pub mod request;
 pub mod segments;
 pub mod watch;
 pub mod watchdog;

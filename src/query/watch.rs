@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -123,15 +123,29 @@ impl ProjectionWatch {
     }
 
     /// Listens on the live generation's channel and on `GENERATION_CHANNEL` of
-    /// `database_url` until `stop`, reconnecting as needed.
-    pub async fn listen(self, database_url: String, live: LiveProjection, stop: CancellationToken) {
+    /// the database `connect` reaches until `stop`, reconnecting as needed.
+    pub async fn listen(
+        self,
+        connect: PgConnectOptions,
+        live: LiveProjection,
+        stop: CancellationToken,
+    ) {
         let mut switches = live.subscribe();
         let mut recheck = tokio::time::interval(GENERATION_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let connected = async {
-                let mut listener = PgListener::connect(&database_url).await?;
+                // As `PgListener::connect` does with a URL: a pool of one, only
+                // for reconnecting, here with `connect`'s session settings.
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .max_lifetime(None)
+                    .idle_timeout(None)
+                    .connect_with(connect.clone())
+                    .await?;
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.ignore_pool_close_event(true);
                 listener.listen(GENERATION_CHANNEL).await?;
                 Ok::<_, sqlx::Error>(listener)
             };

@@ -14,7 +14,7 @@ use std::{
 
 use orders::{
     command::app::{Application, StartupError},
-    config::{CommandSettings, KafkaSettings},
+    config::KafkaSettings,
     proto::{self, order_commands_client::OrderCommandsClient},
     query::{QueryError, app::Application as QueryApp},
 };
@@ -175,11 +175,12 @@ impl CommandServer {
         let kafka = support::fresh_kafka(name);
         support::create_topic(&kafka).await;
         let kafka = support::kafka_as(&kafka, support::KafkaUser::Relay);
-        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
-        settings.server.auth = support::auth_settings();
-        let app = Application::build(settings)
-            .await
-            .expect("build order-command");
+        let app = Application::build(support::command_settings(
+            database_url.clone(),
+            kafka.clone(),
+        ))
+        .await
+        .expect("build order-command");
         let port = app.port();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -333,7 +334,7 @@ fn spawn_query(
     let log = std::fs::File::create(log).expect("create the query log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-query"));
     command
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .envs(support::kafka_env(support::KafkaUser::Query));
     if let Session::Short = session {
         command.envs(support::query_session_env());
@@ -341,6 +342,7 @@ fn spawn_query(
     command
         .env("ORDERS_QUERY_ADDR", "127.0.0.1:0")
         .env("ORDERS_READ_DATABASE_URL", read_url)
+        .envs(support::server_env())
         .env("KAFKA_BOOTSTRAP_SERVERS", &kafka.bootstrap_servers)
         .env("ORDERS_TOPIC", &kafka.topic)
         .env("ORDERS_CONSUMER_GROUP", group)

@@ -11,7 +11,7 @@ use crate::support;
 async fn run_to_exit(binary: &str, env: &[(&str, String)]) -> (bool, String) {
     let child = tokio::process::Command::new(binary)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .env("RUST_LOG", "info,rdkafka=warn,sqlx=warn,h2=warn")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

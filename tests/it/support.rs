@@ -14,7 +14,8 @@ use clap::ValueEnum;
 use orders::{
     auth::{self, BearerToken, TokenRequest},
     config::{
-        AuthSettings, KafkaSaslMechanism, KafkaSecurityProtocol, KafkaSettings, QuerySettings,
+        AuthSettings, CommandSettings, KafkaSaslMechanism, KafkaSecurityProtocol, KafkaSettings,
+        QuerySettings,
     },
     kafka,
 };
@@ -170,11 +171,14 @@ pub fn auth_settings() -> AuthSettings {
     AuthSettings::with_jwks(&auth().jwks)
 }
 
-/// The environment that makes a spawned server trust `auth()`'s JWKS.
-pub fn auth_env() -> [(&'static str, String); 2] {
+/// The environment every server the tests spawn gets: it trusts `auth()`'s
+/// JWKS and may run as the bootstrap superuser (the tests' databases are
+/// the superuser's).
+pub fn server_env() -> [(&'static str, String); 3] {
     [
         ("ORDERS_AUTH", "enabled".into()),
         ("ORDERS_AUTH_JWKS_FILE", auth().jwks.display().to_string()),
+        (ALLOW_SUPERUSER.0, ALLOW_SUPERUSER.1.into()),
     ]
 }
 
@@ -204,8 +208,21 @@ pub const TEST_SESSION_TIMEOUT_MS: u32 = 6_000;
 /// Heartbeat interval that goes with `TEST_SESSION_TIMEOUT_MS`.
 pub const TEST_HEARTBEAT_INTERVAL_MS: u32 = 1_500;
 
+/// The environment that lets a spawned server connect as the bootstrap
+/// superuser, whose are the databases `fresh_database` makes (the role tests
+/// in `roles` use the real roles).
+pub const ALLOW_SUPERUSER: (&str, &str) = ("ORDERS_ALLOW_SUPERUSER", "true");
+
+/// Command settings for tests: any free port, as the bootstrap superuser.
+pub fn command_settings(database_url: impl Into<String>, kafka: KafkaSettings) -> CommandSettings {
+    let mut settings = CommandSettings::new(database_url, kafka);
+    settings.server.allow_superuser = true;
+    settings.server.auth = auth_settings();
+    settings
+}
+
 /// Query settings for tests: any free port, a short group session, `kafka`'s
-/// broker and topic as the query user.
+/// broker and topic as the query user, as the bootstrap superuser.
 pub fn query_settings(
     database_url: impl Into<String>,
     kafka: KafkaSettings,
@@ -215,6 +232,7 @@ pub fn query_settings(
     settings.server.auth = auth_settings();
     settings.consumer.session_timeout_ms = TEST_SESSION_TIMEOUT_MS;
     settings.consumer.heartbeat_interval_ms = TEST_HEARTBEAT_INTERVAL_MS;
+    settings.server.allow_superuser = true;
     settings
 }
 

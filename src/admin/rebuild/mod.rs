@@ -165,8 +165,9 @@ pub async fn rebuild(
     let started = Instant::now();
     let read_url = settings
         .read_database_url
-        .clone()
-        .ok_or(AdminError::Missing("ORDERS_READ_DATABASE_URL"))?;
+        .as_ref()
+        .map(|url| url.expose().to_owned())
+        .ok_or(AdminError::Missing("ORDERS_ADMIN_READ_DATABASE_URL"))?;
     let read = read_pool(settings).await?;
     let write = write_pool(settings).await?;
     let offsets = TopicOffsets::new(&settings.kafka)?;

@@ -18,6 +18,7 @@ fn help_exits_0_for_the_cli_and_every_subcommand() {
         vec!["dead-letter", "--help"],
         vec!["dead-letter", "list", "--help"],
         vec!["dead-letter", "replay", "--help"],
+        vec!["migrate", "--help"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_orderctl"))
             .args(&args)

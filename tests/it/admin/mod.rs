@@ -107,12 +107,18 @@ impl System {
         (orders as u64, events as u64)
     }
 
-    /// The environment `orderctl` and the servers read (Kafka as the admin
-    /// user, `orderctl`'s).
+    /// The environment `orderctl` and the servers read (databases as the
+    /// bootstrap superuser, Kafka as the admin user, `orderctl`'s).
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![
             ("ORDERS_WRITE_DATABASE_URL", self.write_url.clone()),
             ("ORDERS_READ_DATABASE_URL", self.read_url.clone()),
+            ("ORDERS_ADMIN_WRITE_DATABASE_URL", self.write_url.clone()),
+            ("ORDERS_ADMIN_READ_DATABASE_URL", self.read_url.clone()),
+            (
+                support::ALLOW_SUPERUSER.0,
+                support::ALLOW_SUPERUSER.1.into(),
+            ),
             (
                 "KAFKA_BOOTSTRAP_SERVERS",
                 self.kafka.bootstrap_servers.clone(),
@@ -150,7 +156,7 @@ impl System {
             .unwrap();
         let mut command = Command::new(binary);
         command
-            .envs(support::auth_env())
+            .envs(support::server_env())
             .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
             .env("ORDERS_QUERY_ADDR", format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())

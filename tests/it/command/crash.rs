@@ -87,7 +87,7 @@ fn spawn_command(
         .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_order-command"));
     command
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .envs(support::kafka_env(support::KafkaUser::Relay))
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)

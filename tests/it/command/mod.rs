@@ -45,9 +45,15 @@ impl TestCommand {
     pub async fn start_with(database_url: String, kafka: KafkaSettings, relay: bool) -> Self {
         support::create_topic(&kafka).await;
         let kafka = support::kafka_as(&kafka, support::KafkaUser::Relay);
-        let mut settings = CommandSettings::new(database_url.clone(), kafka.clone());
-        settings.server.auth = support::auth_settings();
+        let mut settings = support::command_settings(database_url, kafka);
         settings.relay = relay;
+        Self::start_with_settings(settings).await
+    }
+
+    /// A server with `settings` (its database and topic among them).
+    pub async fn start_with_settings(settings: CommandSettings) -> Self {
+        let database_url = settings.database_url.expose().to_owned();
+        let kafka = settings.kafka.clone();
         let app = Application::build(settings)
             .await
             .expect("build order-command");

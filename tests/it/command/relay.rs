@@ -147,7 +147,7 @@ async fn only_one_relay_leads_and_a_standby_takes_over_when_it_resigns() {
 /// A real `order-command` process.
 fn spawn_binary(database_url: &str, topic: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_order-command"))
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .envs(support::kafka_env(support::KafkaUser::Relay))
         .env("ORDERS_COMMAND_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_WRITE_DATABASE_URL", database_url)

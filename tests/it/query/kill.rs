@@ -26,7 +26,7 @@ fn spawn_query(stack: &Stack, port: u16, log: &std::path::Path) -> Child {
         .open(log)
         .unwrap();
     Command::new(env!("CARGO_BIN_EXE_order-query"))
-        .envs(support::auth_env())
+        .envs(support::server_env())
         .envs(support::kafka_env(support::KafkaUser::Query))
         .env("ORDERS_QUERY_ADDR", format!("127.0.0.1:{port}"))
         .env("ORDERS_READ_DATABASE_URL", &stack.database_url)
