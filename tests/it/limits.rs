@@ -472,13 +472,21 @@ async fn help_never_prints_a_database_password_from_the_environment() {
             env!("CARGO_BIN_EXE_order-query"),
             "ORDERS_READ_DATABASE_URL",
         ),
-        (env!("CARGO_BIN_EXE_orderctl"), "ORDERS_WRITE_DATABASE_URL"),
-        (env!("CARGO_BIN_EXE_orderctl"), "ORDERS_READ_DATABASE_URL"),
+        (
+            env!("CARGO_BIN_EXE_orderctl"),
+            "ORDERS_ADMIN_WRITE_DATABASE_URL",
+        ),
+        (
+            env!("CARGO_BIN_EXE_orderctl"),
+            "ORDERS_ADMIN_READ_DATABASE_URL",
+        ),
     ] {
         let output = std::process::Command::new(binary)
             .arg("--help")
             .env("ORDERS_WRITE_DATABASE_URL", &url)
             .env("ORDERS_READ_DATABASE_URL", &url)
+            .env("ORDERS_ADMIN_WRITE_DATABASE_URL", &url)
+            .env("ORDERS_ADMIN_READ_DATABASE_URL", &url)
             .output()
             .expect("run --help");
         let text = format!(
