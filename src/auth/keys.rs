@@ -6,7 +6,9 @@
 //! can read the JWKS could mint tokens.
 
 use std::{
+    collections::HashMap,
     path::Path,
+    sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -33,12 +35,20 @@ struct VerifyingKey {
     key: DecodingKey,
 }
 
+/// Tokens whose signature and claims were checked, kept so that a client
+/// reusing its token costs a lookup, not a signature check; at most this many
+/// (the set is emptied when full).
+const MAX_VERIFIED: usize = 4_096;
+
 /// Checks bearer tokens: signature, `exp`, `nbf`, `iss`, `aud`.
 pub struct Verifier {
     keys: Vec<VerifyingKey>,
     issuer: String,
     audience: String,
     leeway: Duration,
+    /// Verified tokens with their caller and `exp`: the same bytes verify the
+    /// same way until they expire, which is checked again on every use.
+    verified: Mutex<HashMap<String, (Caller, u64)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -105,11 +115,42 @@ impl Verifier {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
     /// The caller a bearer token stands for, or why it is refused.
     pub fn verify(&self, token: &str) -> Result<Caller, Denied> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// `verify` at `now` (seconds since the epoch) for a token verified
+    /// before; a new token is checked against the real clock.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Caller, Denied> {
+        let known = self
+            .verified
+            .lock()
+            .expect("not poisoned")
+            .get(token)
+            .cloned();
+        if let Some((caller, exp)) = known {
+            return if exp.saturating_add(self.leeway.as_secs()) >= now {
+                Ok(caller)
+            } else {
+                Err(Denied::Unauthenticated("invalid token: expired".into()))
+            };
+        }
+        let (caller, exp) = self.check(token)?;
+        let mut verified = self.verified.lock().expect("not poisoned");
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), (caller.clone(), exp));
+        Ok(caller)
+    }
+
+    /// Checks a token's signature and claims; its caller and `exp`.
+    fn check(&self, token: &str) -> Result<(Caller, u64), Denied> {
         let unauthenticated = |why: &str| Denied::Unauthenticated(format!("invalid token: {why}"));
         let header =
             jsonwebtoken::decode_header(token).map_err(|_| unauthenticated("malformed"))?;
@@ -131,7 +172,10 @@ impl Verifier {
         let mut last = unauthenticated("bad signature");
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
-                Ok(data) => return caller(data.claims),
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return caller(data.claims).map(|c| (c, exp));
+                }
                 Err(error) => {
                     last = unauthenticated(match error.kind() {
                         ErrorKind::ExpiredSignature => "expired",
@@ -150,6 +194,13 @@ impl Verifier {
         }
         Err(last)
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn caller(claims: Claims) -> Result<Caller, Denied> {
@@ -547,6 +598,37 @@ mod tests {
                 .unwrap()
                 .has_scope("orders:write")
         );
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let (pem, jwks, _dir) = keys();
+        let verifier = verifier(&jwks);
+        let minted = mint(&pem, &request(&["orders:read"], None), SystemTime::now()).unwrap();
+        let caller = verifier.verify(&minted.token).unwrap();
+        // The second use is a lookup, and answers the same.
+        assert_eq!(verifier.verify(&minted.token).unwrap(), caller);
+        assert_eq!(verifier.verified.lock().unwrap().len(), 1);
+        // Past `exp` and the leeway it is refused although remembered.
+        assert_eq!(
+            verifier.verify_at(&minted.token, minted.expires_at + 5),
+            Ok(caller)
+        );
+        assert_eq!(
+            verifier.verify_at(&minted.token, minted.expires_at + 6),
+            Err(Denied::Unauthenticated("invalid token: expired".into()))
+        );
+    }
+
+    #[test]
+    fn a_refused_token_is_not_remembered() {
+        let (_, jwks, _dir) = keys();
+        let (other, _, _other_dir) = keys();
+        let verifier = verifier(&jwks);
+        let forged = mint(&other, &request(&["orders:read"], None), SystemTime::now()).unwrap();
+        assert!(verifier.verify(&forged.token).is_err());
+        assert!(verifier.verify(&forged.token).is_err());
+        assert!(verifier.verified.lock().unwrap().is_empty());
     }
 
     #[test]
