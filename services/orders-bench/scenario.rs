@@ -142,10 +142,12 @@ impl Clients {
                 placed.push(answer.context("seed PlaceOrder")?);
             }
         }
-        if let Some((order_id, _, version)) = placed.last() {
-            // The server caps one read-your-writes wait (ORDERS_MAX_WAIT_MS);
-            // ask again until the seed's own deadline.
-            let mut queries = self.queries[0].clone();
+        // Every seeded order must be readable before the reads start: the
+        // partitions project independently, so the last order's visibility
+        // says nothing of the others'. The server caps one read-your-writes
+        // wait (ORDERS_MAX_WAIT_MS); ask again until the seed's own deadline.
+        let mut queries = self.queries[0].clone();
+        for (order_id, _, version) in &placed {
             loop {
                 let mut request = tonic::Request::new(proto::GetOrderRequest {
                     order_id: order_id.clone(),
