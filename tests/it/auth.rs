@@ -44,24 +44,9 @@ async fn queries(port: u16, token: Option<&str>) -> OrderQueriesClient<AuthedCha
 
 /// A token for `scopes` signed by the tests' key, with claims changed by `edit`.
 fn token_with(scopes: &[&str], edit: impl FnOnce(&mut TokenRequest)) -> String {
-    let mut request = TokenRequest {
-        subject: "it".into(),
-        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        customer_id: None,
-        ttl: Duration::from_secs(600),
-        issuer: orders::config::DEFAULT_AUTH_ISSUER.into(),
-        audience: orders::config::DEFAULT_AUTH_AUDIENCE.into(),
-    };
+    let mut request = support::token_request(scopes, None);
     edit(&mut request);
-    let key = std::fs::read(
-        support::auth()
-            .jwks
-            .parent()
-            .expect("key dir")
-            .join("signing-key.pem"),
-    )
-    .unwrap();
-    auth::mint(&key, &request, SystemTime::now()).unwrap().token
+    support::sign(&request, SystemTime::now())
 }
 
 /// The code of a call that must fail.
@@ -87,14 +72,8 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_write_nothing() {
     let forged = {
         let dir = std::env::temp_dir().join(support::unique("forger"));
         let keys = auth::generate_keys(&dir).unwrap();
-        let request = TokenRequest {
-            subject: "mallory".into(),
-            scopes: vec![SCOPE_WRITE.into()],
-            customer_id: None,
-            ttl: Duration::from_secs(600),
-            issuer: orders::config::DEFAULT_AUTH_ISSUER.into(),
-            audience: orders::config::DEFAULT_AUTH_AUDIENCE.into(),
-        };
+        let mut request = support::token_request(&[SCOPE_WRITE], None);
+        request.subject = "mallory".into();
         let token = auth::mint(
             &std::fs::read(&keys.signing_key).unwrap(),
             &request,
@@ -106,23 +85,10 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_write_nothing() {
         token
     };
     let expired = {
-        let key_dir = support::auth().jwks.parent().unwrap().to_owned();
-        let request = TokenRequest {
-            subject: "it".into(),
-            scopes: vec![SCOPE_WRITE.into()],
-            customer_id: None,
-            ttl: Duration::from_secs(60),
-            issuer: orders::config::DEFAULT_AUTH_ISSUER.into(),
-            audience: orders::config::DEFAULT_AUTH_AUDIENCE.into(),
-        };
+        let mut request = support::token_request(&[SCOPE_WRITE], None);
+        request.ttl = Duration::from_secs(60);
         let two_hours_ago = SystemTime::now() - Duration::from_secs(7_200);
-        auth::mint(
-            &std::fs::read(key_dir.join("signing-key.pem")).unwrap(),
-            &request,
-            two_hours_ago,
-        )
-        .unwrap()
-        .token
+        support::sign(&request, two_hours_ago)
     };
     let cases = [
         ("no token", None, "missing bearer token"),
@@ -365,27 +331,18 @@ async fn auth_is_on_unless_explicitly_disabled() {
     let mut settings = support::command_settings(database_url.clone(), kafka);
     settings.server.auth.mode = AuthMode::Disabled;
     settings.relay = false;
-    let app = orders::command::app::Application::build(settings)
-        .await
-        .unwrap();
-    let port = app.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    commands(port, None)
+    let server = TestCommand::start_with_settings(settings).await;
+    commands(server.port, None)
         .await
         .place_order(place("cust-1"))
         .await
         .expect("no token needed with --auth=disabled");
-    let pool = support::pool(&database_url).await;
     let (payload,): (Vec<u8>,) = sqlx::query_as("SELECT payload FROM events")
-        .fetch_one(&pool)
+        .fetch_one(&server.pool)
         .await
         .unwrap();
     assert_eq!(codec::decode_event(&payload).unwrap().0.actor, None);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -394,16 +351,9 @@ async fn reflection_can_be_switched_off() {
     let mut settings = support::command_settings(database_url, support::fresh_kafka("no_refl"));
     settings.server.reflection = false;
     settings.relay = false;
-    let app = orders::command::app::Application::build(settings)
-        .await
-        .unwrap();
-    let port = app.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let server = TestCommand::start_with_settings(settings).await;
     let output = tokio::process::Command::new("grpcurl")
-        .args(["-plaintext", &format!("127.0.0.1:{port}"), "list"])
+        .args(["-plaintext", &format!("127.0.0.1:{}", server.port), "list"])
         .output()
         .await
         .expect("run grpcurl");
@@ -413,6 +363,5 @@ async fn reflection_can_be_switched_off() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }

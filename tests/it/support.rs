@@ -182,19 +182,29 @@ pub fn server_env() -> [(&'static str, String); 3] {
     ]
 }
 
-/// A token signed by the tests' key with these scopes, for `customer` if given.
-pub fn token(scopes: &[&str], customer: Option<&str>) -> String {
-    let request = TokenRequest {
+/// What the tests' tokens say by default: subject `it`, these scopes,
+/// `customer` if given, an hour, the servers' default issuer and audience.
+pub fn token_request(scopes: &[&str], customer: Option<&str>) -> TokenRequest {
+    TokenRequest {
         subject: "it".into(),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         customer_id: customer.map(str::to_owned),
         ttl: Duration::from_secs(3_600),
         issuer: orders::config::DEFAULT_AUTH_ISSUER.into(),
         audience: orders::config::DEFAULT_AUTH_AUDIENCE.into(),
-    };
-    auth::mint(&auth().signing_key, &request, SystemTime::now())
+    }
+}
+
+/// `request` signed by the tests' key as if minted at `at`.
+pub fn sign(request: &TokenRequest, at: SystemTime) -> String {
+    auth::mint(&auth().signing_key, request, at)
         .expect("mint a test token")
         .token
+}
+
+/// A token signed by the tests' key with these scopes, for `customer` if given.
+pub fn token(scopes: &[&str], customer: Option<&str>) -> String {
+    sign(&token_request(scopes, customer), SystemTime::now())
 }
 
 /// An interceptor sending a token with both scopes.
