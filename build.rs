@@ -4,6 +4,10 @@
 //! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust that carries
 //! the well-known types (`google/protobuf/*.proto`), so the build needs neither `protoc` nor
 //! any include files from the operating system.
+//!
+//! It also records the git commit being built as `ORDERS_GIT_SHA` (for
+//! `orders_build_info`): the `ORDERS_GIT_SHA` variable when set (image
+//! builds without `.git`), else `git rev-parse`, else `unknown`.
 
 use std::{env, fs, path::Path};
 
@@ -29,7 +33,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=bench/proto");
+    git_sha();
     Ok(())
+}
+
+/// Sets `ORDERS_GIT_SHA` for the crate and reruns when HEAD moves.
+fn git_sha() {
+    println!("cargo:rerun-if-env-changed=ORDERS_GIT_SHA");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let sha = env::var("ORDERS_GIT_SHA")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    // Every commit and checkout appends to the HEAD log.
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        println!("cargo:rerun-if-changed={dir}/logs/HEAD");
+    }
+    println!("cargo:rustc-env=ORDERS_GIT_SHA={sha}");
 }
 
 /// Parses `files` (resolved against `include`), writes their descriptor set to `descriptor`

@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::{limits::LimitSettings, secret::DatabaseUrl, telemetry::LogFormat};
+use crate::{
+    limits::LimitSettings, metrics::MetricsAddr, secret::DatabaseUrl, telemetry::LogFormat,
+};
 
 /// Topic carrying every `OrderEvent`.
 pub const DEFAULT_TOPIC: &str = "orders.events.v1";
@@ -371,6 +373,13 @@ pub struct CommandSettings {
     /// Batching writer tasks; commands are sharded to them by order id.
     #[arg(long = "writers", env = "ORDERS_WRITERS", default_value_t = 2)]
     pub writers: usize,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP), or `off`.
+    #[arg(
+        long = "metrics-addr",
+        env = "ORDERS_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_addr: MetricsAddr,
     /// Fault injection for crash tests only, off unless set: the process aborts
     /// once a batch of at least this many commands has inserted its events,
     /// before its COMMIT.
@@ -401,6 +410,7 @@ impl CommandSettings {
             relay: true,
             max_batch: 256,
             writers: 2,
+            metrics_addr: MetricsAddr(None),
             fault_abort_mid_batch: None,
             fault_panic_task: None,
         }
@@ -470,10 +480,13 @@ pub struct QuerySettings {
         default_value_t = DEFAULT_STALL_AFTER_MS
     )]
     pub stall_after_ms: u64,
-    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP); off
-    /// unless set.
-    #[arg(long = "metrics-addr", env = "ORDERS_QUERY_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP), or `off`.
+    #[arg(
+        long = "metrics-addr",
+        env = "ORDERS_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub metrics_addr: MetricsAddr,
     /// Fault injection for tests only, off unless set: the projector waits
     /// this long between a commit and filling the read cache (widens the
     /// window a reader could see a stale cache in).
@@ -586,7 +599,7 @@ impl QuerySettings {
             projector_synchronous_commit: false,
             consumer: ConsumerSettings::default(),
             stall_after_ms: DEFAULT_STALL_AFTER_MS,
-            metrics_addr: None,
+            metrics_addr: MetricsAddr(None),
             fault_cache_fill_delay_ms: None,
             fault_panic_task: None,
         }

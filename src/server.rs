@@ -1,5 +1,7 @@
 //! The gRPC server shape both servers share: health, reflection, bearer-token
-//! authentication, TLS, per-RPC tracing spans, a deadline cap, the limits of
+//! authentication, TLS, per-RPC tracing spans (continuing the caller's
+//! `traceparent` when spans are exported), the gRPC server metrics, a
+//! deadline cap, the limits of
 //! `limits` (load shedding, HTTP/2 limits, correlation metadata checks) and
 //! graceful shutdown.
 
@@ -17,6 +19,8 @@ use crate::{
     auth::{self, AuthLayer, AuthSetupError, ServicePolicy, Verifier},
     config::{AuthMode, ServerSettings},
     limits::{correlation, edge::EdgeLayer},
+    metrics::{Metrics, grpc::GrpcMetricsLayer},
+    telemetry,
     tls::{self, TlsSetupError},
 };
 
@@ -165,10 +169,11 @@ pub fn standard_routes(
 }
 
 /// What stands between a server's routes and the network: the transport
-/// (TLS, mutual TLS or loopback plaintext) and the auth layer.
+/// (TLS, mutual TLS or loopback plaintext), the RPC metrics and the auth layer.
 pub struct Edge {
     auth: AuthLayer,
     tls: Option<ServerTlsConfig>,
+    metrics: GrpcMetricsLayer,
 }
 
 /// Why a server's edge cannot be set up.
@@ -184,15 +189,19 @@ pub enum EdgeError {
 
 impl Edge {
     /// The edge `settings` ask for on `addr`, with the scope each of
-    /// `services` needs; reads the JWKS and certificate files once, here.
+    /// `services` needs and their RPC metrics registered in `metrics`; reads
+    /// the JWKS and certificate files once, here.
     pub fn build(
         settings: &ServerSettings,
         addr: SocketAddr,
         services: &[ServicePolicy],
+        metrics: &Metrics,
     ) -> Result<Self, EdgeError> {
+        let names: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
         Ok(Self {
             tls: tls::server_config(&settings.tls, addr)?,
             auth: auth_layer(settings, services)?,
+            metrics: GrpcMetricsLayer::new(metrics, &names),
         })
     }
 }
@@ -243,16 +252,24 @@ pub async fn serve(
         .trace_fn(|request| {
             // Correlation headers are logged on every RPC of both servers, once checked.
             let header = |name| correlation::loggable(request.headers(), name);
-            tracing::info_span!(
+            let path = request.uri().path();
+            let span = tracing::info_span!(
                 "rpc",
-                method = %request.uri().path(),
+                otel.name = path.trim_start_matches('/'),
+                otel.kind = "server",
+                method = %path,
                 order_id = tracing::field::Empty,
                 subject = tracing::field::Empty,
                 customer = tracing::field::Empty,
                 request_id = %header(correlation::REQUEST_ID),
                 traceparent = %header(correlation::TRACEPARENT),
-            )
+            );
+            let traceparent = header(correlation::TRACEPARENT);
+            telemetry::continue_trace(&span, Some(traceparent).filter(|t| !t.is_empty()));
+            span
         })
+        // Every RPC is counted, refused ones included.
+        .layer(edge.metrics)
         // Refused callers are answered before they take an in-flight slot.
         .layer(edge.auth)
         .layer(EdgeLayer::new(settings.concurrency_limit))

@@ -14,8 +14,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.settings.server.log_format);
+    let telemetry = telemetry::init(cli.settings.server.log_format, "order-command");
     let app = Application::build(cli.settings).await?;
-    app.run_until_stopped(server::shutdown_signal()).await?;
-    Ok(())
+    let ran = app.run_until_stopped(server::shutdown_signal()).await;
+    telemetry.shutdown();
+    Ok(ran?)
 }

@@ -16,11 +16,14 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli { settings } = Cli::parse();
-    telemetry::init(settings.server.log_format);
+    let telemetry = telemetry::init(settings.server.log_format, "order-query");
     let app = Application::build(settings)
         .await
         .context("starting order-query")?;
-    app.run_until_stopped(server::shutdown_signal())
+    let ran = app
+        .run_until_stopped(server::shutdown_signal())
         .await
-        .context("running order-query")
+        .context("running order-query");
+    telemetry.shutdown();
+    ran
 }

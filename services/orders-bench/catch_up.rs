@@ -203,7 +203,7 @@ fn spawn(args: &CatchUpArgs) -> anyhow::Result<Child> {
     }
     command
         .env("ORDERS_QUERY_ADDR", args.addr.to_string())
-        .env("ORDERS_QUERY_METRICS_ADDR", args.metrics_addr.to_string())
+        .env("ORDERS_METRICS_ADDR", args.metrics_addr.to_string())
         .env("ORDERS_READ_DATABASE_URL", &args.read_database_url)
         .env("ORDERS_TOPIC", &args.kafka.topic)
         .env("ORDERS_CONSUMER_GROUP", &args.group)

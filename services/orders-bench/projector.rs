@@ -11,10 +11,10 @@ use crate::prometheus::{self, Histogram, MetricsUrl, Scrape};
 /// The projector's phases in the order a batch goes through them.
 pub const PHASES: [&str; 6] = ["fetch", "decode", "load", "write", "commit", "notify"];
 
-const PHASE_SECONDS: &str = "projector_phase_seconds";
-const BATCH_EVENTS: &str = "projector_batch_events";
-const RELAY_LAG_SECONDS: &str = "projector_relay_lag_seconds";
-const COMMIT_LAG_SECONDS: &str = "projector_commit_lag_seconds";
+const PHASE_SECONDS: &str = "orders_projector_batch_seconds";
+const BATCH_EVENTS: &str = "orders_projector_batch_events";
+const RELAY_LAG_SECONDS: &str = "orders_projector_relay_lag_seconds";
+const COMMIT_LAG_SECONDS: &str = "orders_projector_commit_lag_seconds";
 
 /// The projector over one window of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,14 +129,14 @@ impl ProjectorStats {
             })
             .collect();
         let counters = Counters {
-            batches: increase("projector_batches_total"),
-            events_applied: increase("projector_events_applied_total"),
-            duplicates: increase("projector_duplicates_total"),
-            gaps: increase("projector_gaps_total"),
-            dead_letters: increase("projector_dead_letters_total"),
-            fenced: increase("projector_fenced_total"),
-            cache_hits: increase("read_cache_hits_total"),
-            cache_misses: increase("read_cache_misses_total"),
+            batches: increase("orders_projector_batches_total"),
+            events_applied: increase("orders_projector_applied_total"),
+            duplicates: increase("orders_projector_duplicates_total"),
+            gaps: increase("orders_projector_gaps_total"),
+            dead_letters: increase("orders_projector_dead_letters_total"),
+            fenced: increase("orders_projector_fenced_total"),
+            cache_hits: increase("orders_read_cache_hits_total"),
+            cache_misses: increase("orders_read_cache_misses_total"),
         };
         let reads = counters.cache_hits + counters.cache_misses;
         Self {
@@ -168,28 +168,28 @@ mod tests {
 
     fn scrape(batches: u64, fetch_fast: u64, fetch_slow: u64, hits: Option<u64>) -> Scrape {
         let mut text = format!(
-            "# TYPE projector_batches_total counter\n\
-             projector_batches_total {batches}\n\
-             projector_events_applied_total {events}\n\
-             projector_phase_seconds_bucket{{phase=\"write\",le=\"0.001\"}} {batches}\n\
-             projector_phase_seconds_bucket{{phase=\"write\",le=\"+Inf\"}} {batches}\n\
-             projector_phase_seconds_sum{{phase=\"write\"}} {write_sum}\n\
-             projector_phase_seconds_count{{phase=\"write\"}} {batches}\n\
-             projector_phase_seconds_bucket{{phase=\"fetch\",le=\"0.001\"}} {fetch_fast}\n\
-             projector_phase_seconds_bucket{{phase=\"fetch\",le=\"0.01\"}} {batches}\n\
-             projector_phase_seconds_bucket{{phase=\"fetch\",le=\"+Inf\"}} {batches}\n\
-             projector_phase_seconds_sum{{phase=\"fetch\"}} {fetch_sum}\n\
-             projector_phase_seconds_count{{phase=\"fetch\"}} {batches}\n\
-             projector_batch_events_bucket{{le=\"10\"}} {batches}\n\
-             projector_batch_events_bucket{{le=\"+Inf\"}} {batches}\n\
-             projector_batch_events_sum {events}\n\
-             projector_batch_events_count {batches}\n",
+            "# TYPE orders_projector_batches_total counter\n\
+             orders_projector_batches_total {batches}\n\
+             orders_projector_applied_total {events}\n\
+             orders_projector_batch_seconds_bucket{{phase=\"write\",le=\"0.001\"}} {batches}\n\
+             orders_projector_batch_seconds_bucket{{phase=\"write\",le=\"+Inf\"}} {batches}\n\
+             orders_projector_batch_seconds_sum{{phase=\"write\"}} {write_sum}\n\
+             orders_projector_batch_seconds_count{{phase=\"write\"}} {batches}\n\
+             orders_projector_batch_seconds_bucket{{phase=\"fetch\",le=\"0.001\"}} {fetch_fast}\n\
+             orders_projector_batch_seconds_bucket{{phase=\"fetch\",le=\"0.01\"}} {batches}\n\
+             orders_projector_batch_seconds_bucket{{phase=\"fetch\",le=\"+Inf\"}} {batches}\n\
+             orders_projector_batch_seconds_sum{{phase=\"fetch\"}} {fetch_sum}\n\
+             orders_projector_batch_seconds_count{{phase=\"fetch\"}} {batches}\n\
+             orders_projector_batch_events_bucket{{le=\"10\"}} {batches}\n\
+             orders_projector_batch_events_bucket{{le=\"+Inf\"}} {batches}\n\
+             orders_projector_batch_events_sum {events}\n\
+             orders_projector_batch_events_count {batches}\n",
             events = batches * 5,
             write_sum = batches as f64 * 0.0005,
             fetch_sum = fetch_fast as f64 * 0.0005 + fetch_slow as f64 * 0.005,
         );
         if let Some(hits) = hits {
-            text += &format!("read_cache_hits_total {hits}\nread_cache_misses_total 10\n");
+            text += &format!("orders_read_cache_hits_total {hits}\nread_cache_misses_total 10\n");
         }
         Scrape::parse(&text).expect("parses")
     }

@@ -1,6 +1,7 @@
 //! Start-up of `order-command`: pool, its role and the migrations, listener,
-//! writer, relay, health, and the gRPC server. The writer and relay tasks are
-//! supervised: one that dies stops the server with an error.
+//! writer, relay, health, the metrics endpoint and the gRPC server. The
+//! writer and relay tasks are supervised: one that dies stops the server
+//! with an error.
 
 use std::{future::Future, time::Duration};
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     grpc::CommandService,
+    metrics::{OutboxMetrics, RelayMetrics, WriterMetrics},
     migrations::{self, MigrationError},
     relay::{self, Relay},
     writer::Writer,
@@ -17,6 +19,7 @@ use super::{
 use crate::{
     config::CommandSettings,
     limits::MAX_COMMAND_REQUEST_BYTES,
+    metrics::{self, Metrics},
     proto::order_commands_server::OrderCommandsServer,
     roles::{self, RoleError},
     server,
@@ -64,16 +67,20 @@ pub struct Application {
     pool: PgPool,
     relay: Option<Relay>,
     edge: server::Edge,
+    metrics: Metrics,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
     /// Connects, checks its role and the write migrations (applying them when
     /// its role may), binds the listener and prepares the relay.
     pub async fn build(settings: CommandSettings) -> Result<Self, StartupError> {
+        let metrics = Metrics::for_service("order-command");
         let edge = server::Edge::build(
             &settings.server,
             settings.listen_addr,
             &[server::COMMANDS_POLICY],
+            &metrics,
         )?;
         let limits = &settings.server.limits;
         tracing::info!(database = %settings.database_url, "connecting to the write database");
@@ -94,13 +101,24 @@ impl Application {
                 source,
             })?;
         let relay = if settings.relay {
-            Some(Relay::connecting_with(
-                options,
-                settings.kafka.clone(),
-                settings.max_batch.max(64) * 4,
-            )?)
+            Some(
+                Relay::connecting_with(
+                    options,
+                    settings.kafka.clone(),
+                    settings.max_batch.max(64) * 4,
+                )?
+                .with_metrics(RelayMetrics::registered(&metrics)),
+            )
         } else {
             None
+        };
+        let metrics_listener = match settings.metrics_addr.0 {
+            Some(addr) => Some(
+                metrics::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+            None => None,
         };
         Ok(Self {
             settings,
@@ -108,7 +126,15 @@ impl Application {
             pool,
             relay,
             edge,
+            metrics,
+            metrics_listener,
         })
+    }
+
+    /// The port `/metrics` is served on, when it is.
+    pub fn metrics_port(&self) -> Option<u16> {
+        let listener = self.metrics_listener.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
     }
 
     /// The bound port.
@@ -136,6 +162,7 @@ impl Application {
             self.settings.writers,
             self.settings.max_batch,
             self.settings.fault_abort_mid_batch,
+            WriterMetrics::registered(&self.metrics),
         );
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -155,6 +182,16 @@ impl Application {
 
         for task in writer_tasks {
             writers.spawn("writer", task);
+        }
+        relaying.spawn(
+            "outbox-metrics",
+            OutboxMetrics::registered(&self.metrics).sample(self.pool.clone(), stop.clone()),
+        );
+        if let Some(listener) = self.metrics_listener {
+            relaying.spawn(
+                "metrics",
+                metrics::serve(listener, self.metrics.clone(), stop.clone()),
+            );
         }
         if let Some(relay) = self.relay {
             let listener = match relay::outbox_listener(&self.pool).await {

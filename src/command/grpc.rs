@@ -7,7 +7,9 @@ use super::{
     CommandError,
     writer::{Accepted, RequestMeta, Writer},
 };
-use crate::{auth::Caller, codec::ParsedCommand, domain::Command, limits::correlation, proto};
+use crate::{
+    auth::Caller, codec::ParsedCommand, domain::Command, limits::correlation, proto, telemetry,
+};
 
 /// The `OrderCommands` service.
 pub struct CommandService {
@@ -27,9 +29,13 @@ impl CommandService {
     {
         // Checked here too, not only in the edge layer: they are stored with the events.
         let correlation = correlation::read(request.metadata().as_ref())?;
+        // The events carry this RPC's span when spans are exported (so the
+        // relay and the projector continue its trace), else the caller's.
+        let traceparent =
+            telemetry::traceparent_of(&tracing::Span::current()).or(correlation.traceparent);
         let meta = RequestMeta {
             x_request_id: correlation.request_id,
-            traceparent: correlation.traceparent,
+            traceparent,
             caller: Caller::of(&request).cloned(),
         };
         let request = request.into_inner();

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod grpc;
+pub mod metrics;
 pub mod migrations;
 pub mod relay;
 pub mod store;

@@ -27,9 +27,10 @@ use sqlx::{
     postgres::{PgConnectOptions, PgListener},
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
-use super::store::OUTBOX_CHANNEL;
-use crate::{config::KafkaSettings, kafka};
+use super::{metrics::RelayMetrics, store::OUTBOX_CHANNEL};
+use crate::{config::KafkaSettings, kafka, telemetry};
 
 /// Advisory-lock key that elects the relay leader ("orders-relay").
 pub const RELAY_LOCK_KEY: i64 = 0x6f72_6465_7273_726c;
@@ -81,6 +82,7 @@ pub struct Relay {
     delivered_at: Instant,
     batch_size: i64,
     leader: Option<PgConnection>,
+    metrics: RelayMetrics,
 }
 
 impl Relay {
@@ -107,7 +109,14 @@ impl Relay {
             kafka,
             batch_size: batch_size.max(1) as i64,
             leader: None,
+            metrics: RelayMetrics::default(),
         })
+    }
+
+    /// The relay, recording into `metrics`.
+    pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Whether this relay holds the leader lock (as of its last step).
@@ -120,17 +129,25 @@ impl Relay {
         if let Some(conn) = self.leader.take() {
             let _ = conn.close().await;
         }
+        self.metrics.leader.set(0);
     }
 
     /// Publishes one batch of outbox rows, if this relay leads.
     pub async fn step(&mut self) -> Result<StepOutcome, RelayError> {
-        if self.leader.is_none() && !self.try_lead().await? {
+        let led = if self.leader.is_some() {
+            Ok(true)
+        } else {
+            self.try_lead().await
+        };
+        self.metrics.leader.set(i64::from(self.leader.is_some()));
+        if !led? {
             return Ok(StepOutcome::Standby);
         }
         match self.publish_batch().await {
             Err(RelayError::Database(error)) => {
                 // The lock lives on this connection: treat any failure as lost leadership.
                 self.leader = None;
+                self.metrics.leader.set(0);
                 Err(RelayError::Database(error))
             }
             other => other,
@@ -178,6 +195,24 @@ impl Relay {
         if rows.is_empty() {
             return Ok(StepOutcome::Idle);
         }
+        // One span per batch: it continues the trace of the first event's
+        // command and links those of the next ones.
+        let span =
+            tracing::info_span!("relay.publish", otel.kind = "producer", events = rows.len());
+        let mut traces: Vec<&str> = Vec::new();
+        for traceparent in rows.iter().filter_map(|r| r.traceparent.as_deref()) {
+            if traces.len() > telemetry::MAX_LINKS {
+                break;
+            }
+            if !traces.contains(&traceparent) {
+                traces.push(traceparent);
+            }
+        }
+        telemetry::continue_trace(&span, traces.first().copied());
+        for traceparent in traces.iter().skip(1) {
+            telemetry::link(&span, Some(traceparent));
+        }
+        let sent = Instant::now();
         let mut ids = Vec::with_capacity(rows.len());
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -203,11 +238,14 @@ impl Relay {
                 }
             }
         }
-        let results = join_all(deliveries).await;
+        let results = join_all(deliveries).instrument(span).await;
         let delivered = results
             .iter()
             .take_while(|r| matches!(r, Ok(Ok(_))))
             .count();
+        self.metrics
+            .publish_seconds
+            .observe(sent.elapsed().as_secs_f64());
         let failed = delivered < rows.len();
         if !failed {
             self.delivered_at = Instant::now();
@@ -226,6 +264,7 @@ impl Relay {
         sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids[..delivered])
             .execute(&mut *conn)
             .await?;
+        self.metrics.published.inc_by(delivered as u64);
         Ok(StepOutcome::Published {
             delivered,
             failed: rows.len() - delivered,

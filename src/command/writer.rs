@@ -12,20 +12,25 @@
 //! so only commands that really conflict fail (with `expected_version`) or see
 //! the new state (without it).
 
+use std::time::Instant;
+
 use chrono::Utc;
 use prost::Message as _;
 use sqlx::{Acquire as _, PgConnection, PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
     CommandError,
+    metrics::WriterMetrics,
     store::{self, NewEvent, NewKey, StoreError, StoredAnswer},
 };
 use crate::{
     auth::Caller,
     codec::{self, Actor, EventMeta, ParsedCommand},
     domain::{Command, CustomerId, Order, OrderError, OrderId, decide, evolve},
+    telemetry,
 };
 
 /// Times a batch is re-decided after losing a race before its commands are ABORTED.
@@ -36,7 +41,8 @@ const MAX_ATTEMPTS: usize = 8;
 pub struct RequestMeta {
     /// `x-request-id` metadata, if sent.
     pub x_request_id: Option<String>,
-    /// W3C `traceparent` metadata, if sent.
+    /// The W3C `traceparent` stored with the events: the RPC span's when
+    /// spans are exported, else the caller's, if sent.
     pub traceparent: Option<String>,
     /// The verified caller, when the server authenticates callers; a
     /// customer-confined caller finds other customers' orders absent.
@@ -58,6 +64,8 @@ struct Submission {
     parsed: ParsedCommand,
     request: Vec<u8>,
     meta: RequestMeta,
+    /// The RPC's span: the batch's parent (the first command's) or a link.
+    span: tracing::Span,
     reply: oneshot::Sender<Result<Accepted, CommandError>>,
 }
 
@@ -95,6 +103,7 @@ impl Writer {
         tasks: usize,
         max_batch: usize,
         abort_mid_batch: Option<usize>,
+        metrics: WriterMetrics,
     ) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
         if let Some(n) = abort_mid_batch {
             tracing::warn!(
@@ -111,6 +120,7 @@ impl Writer {
                     conn: None,
                     max_batch: max_batch.max(1),
                     abort_mid_batch,
+                    metrics: metrics.clone(),
                 };
                 (tx, task.run(rx))
             })
@@ -133,6 +143,7 @@ impl Writer {
             parsed,
             request: request.encode_to_vec(),
             meta,
+            span: tracing::Span::current(),
             reply,
         };
         self.shards[shard]
@@ -157,6 +168,7 @@ struct WriterTask {
     conn: Option<PoolConnection<Postgres>>,
     max_batch: usize,
     abort_mid_batch: Option<usize>,
+    metrics: WriterMetrics,
 }
 
 /// How one submission of a batch was settled during an attempt.
@@ -181,7 +193,14 @@ impl WriterTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Submission>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         while rx.recv_many(&mut batch, self.max_batch).await > 0 {
-            self.process(std::mem::take(&mut batch)).await;
+            let batch = std::mem::take(&mut batch);
+            let (size, started) = (batch.len(), Instant::now());
+            let span = batch_span(&batch);
+            self.process(batch).instrument(span).await;
+            self.metrics.batch_size.observe(size as f64);
+            self.metrics
+                .batch_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -220,12 +239,16 @@ impl WriterTask {
                             Settled::Answered(result) => result,
                             Settled::Accepted(accepted) => Ok(accepted),
                         };
+                        if matches!(result, Err(CommandError::VersionConflict { .. })) {
+                            self.metrics.conflicts.inc();
+                        }
                         let _ = submission.reply.send(result);
                     }
                     return;
                 }
                 Err(Failure::Lost) => {
                     self.conn = Some(conn);
+                    self.metrics.retries.inc();
                     tracing::debug!(
                         attempt,
                         size = pending.len(),
@@ -387,6 +410,19 @@ impl WriterTask {
         tx.commit().await.map_err(|e| fail(StoreError::from(e)))?;
         Ok(settled)
     }
+}
+
+/// The span of one batch: a child of its first command's RPC span, linked
+/// to the others'.
+fn batch_span(batch: &[Submission]) -> tracing::Span {
+    let Some(first) = batch.first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(parent: &first.span, "writer.batch", commands = batch.len());
+    for submission in batch.iter().skip(1).take(telemetry::MAX_LINKS) {
+        telemetry::link_span(&span, &submission.span);
+    }
+    span
 }
 
 /// A unique violation means another writer won: retry; anything else fails the batch.

@@ -7,7 +7,7 @@
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex, atomic::AtomicU64},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -20,6 +20,7 @@ use crate::{
     config::QuerySettings,
     kafka,
     limits::MAX_QUERY_REQUEST_BYTES,
+    metrics::{self, Gauge, Metrics},
     proto::order_queries_server::OrderQueriesServer,
     query::{
         QueryError,
@@ -29,7 +30,7 @@ use crate::{
         projector::{FreezeSwitch, Projector, ProjectorMetrics},
         read_model::ReadModel,
         watch::ProjectionWatch,
-        watchdog::{Lag, PartitionLag, Watchdog},
+        watchdog::{Lag, PartitionLag, Watchdog, WatchdogMetrics},
     },
     server::{self, Health},
     supervisor::Supervisor,
@@ -49,6 +50,8 @@ pub struct DependencyProbe {
     broker: Arc<BaseConsumer>,
     topic: String,
     watchdog: Arc<Mutex<Watchdog>>,
+    /// Events parked in the live projection (`orders_projector_parked_events`).
+    parked: Gauge,
 }
 
 impl DependencyProbe {
@@ -61,12 +64,23 @@ impl DependencyProbe {
             watchdog: Arc::new(Mutex::new(Watchdog::new(Duration::from_millis(
                 settings.stall_after_ms,
             )))),
+            parked: Gauge::default(),
         })
     }
 
-    /// Stalls the watchdog has seen since start.
-    pub fn stalls_total(&self) -> Arc<AtomicU64> {
-        self.watchdog.lock().expect("watchdog lock").stalls_total()
+    /// The watchdog's metrics: stalls and lag.
+    pub fn watchdog_metrics(&self) -> WatchdogMetrics {
+        self.watchdog.lock().expect("watchdog lock").metrics()
+    }
+
+    /// Registers the probe's metrics (lag, stalls, parked events) in `metrics`.
+    pub fn register(&self, metrics: &Metrics) {
+        self.watchdog_metrics().register(metrics);
+        metrics.register(
+            "orders_projector_parked_events",
+            "Events of the live projection parked behind a missing version.",
+            self.parked.clone(),
+        );
     }
 
     /// Whether `SELECT 1` and a metadata request of the topic each answer within a second.
@@ -76,14 +90,19 @@ impl DependencyProbe {
 
     /// Whether PostgreSQL and the broker are reachable and the projection is not stalled.
     pub async fn serving(&self) -> bool {
-        match self.lag().await {
-            Some(lag) => self
-                .watchdog
-                .lock()
-                .expect("watchdog lock")
-                .observe(Instant::now(), &lag),
-            None => false,
+        let Some(lag) = self.lag().await else {
+            return false;
+        };
+        let read_model = self.live.read_model();
+        if let Ok(Ok(parked)) =
+            tokio::time::timeout(PROBE_TIMEOUT, read_model.pending_event_count()).await
+        {
+            self.parked.set(parked);
         }
+        self.watchdog
+            .lock()
+            .expect("watchdog lock")
+            .observe(Instant::now(), &lag)
     }
 
     /// The stored positions against the topic's watermarks; `None` when the
@@ -127,6 +146,7 @@ pub struct Application {
     watch: ProjectionWatch,
     probe: DependencyProbe,
     cache: ReadCache,
+    registry: Metrics,
     metrics_listener: Option<TcpListener>,
     edge: server::Edge,
 }
@@ -137,10 +157,12 @@ impl Application {
     /// 1, in a new database), binds the listener and, unless disabled, joins
     /// the consumer group.
     pub async fn build(settings: QuerySettings) -> Result<Self, QueryError> {
+        let registry = Metrics::for_service("order-query");
         let edge = server::Edge::build(
             &settings.server,
             settings.listen_addr,
             &[server::QUERIES_POLICY],
+            &registry,
         )?;
         let limits = &settings.server.limits;
         tracing::info!(database = %settings.database_url, "connecting to the read database");
@@ -199,7 +221,13 @@ impl Application {
         let cache = projector
             .as_ref()
             .map_or_else(|| ReadCache::new(0), Projector::read_cache);
-        let metrics_listener = match settings.metrics_addr {
+        if let Some(metrics) = &metrics {
+            metrics.register(&registry);
+        }
+        cache.register(&registry);
+        let probe = DependencyProbe::new(&settings, live.clone())?;
+        probe.register(&registry);
+        let metrics_listener = match settings.metrics_addr.0 {
             Some(addr) => Some(crate::metrics::bind(addr).await?),
             None => None,
         };
@@ -210,10 +238,11 @@ impl Application {
             metrics,
             freeze,
             cache,
+            registry,
             metrics_listener,
             edge,
             watch,
-            probe: DependencyProbe::new(&settings, live.clone())?,
+            probe,
             settings,
             live,
         })
@@ -254,9 +283,15 @@ impl Application {
         self.freeze.clone()
     }
 
-    /// Stalls of the projection the watchdog has seen since start.
-    pub fn stalls_total(&self) -> Arc<AtomicU64> {
-        self.probe.stalls_total()
+    /// The watchdog's metrics: stalls of the projection seen since start, lag.
+    pub fn watchdog_metrics(&self) -> WatchdogMetrics {
+        self.probe.watchdog_metrics()
+    }
+
+    /// The port `/metrics` is served on, when it is.
+    pub fn metrics_port(&self) -> Option<u16> {
+        let listener = self.metrics_listener.as_ref()?;
+        listener.local_addr().ok().map(|a| a.port())
     }
 
     /// Serves gRPC and runs the projector until `shutdown` resolves; then drains
@@ -274,7 +309,7 @@ impl Application {
             watch,
             probe,
             cache,
-            metrics,
+            registry,
             metrics_listener,
             edge,
             ..
@@ -293,15 +328,9 @@ impl Application {
             tasks.spawn("projector", projector.run(stop.clone()));
         }
         if let Some(listener) = metrics_listener {
-            let render_cache = cache.clone();
-            let render: crate::metrics::Render = Arc::new(move || {
-                let mut text = metrics.as_ref().map(|m| m.render()).unwrap_or_default();
-                text.push_str(&render_cache.render());
-                text
-            });
             tasks.spawn(
                 "metrics",
-                crate::metrics::serve(listener, render, stop.clone()),
+                metrics::serve(listener, registry.clone(), stop.clone()),
             );
         }
         let failed = tasks.failed();
@@ -321,7 +350,8 @@ impl Application {
             settings.server.request_timeout(),
             stop.clone(),
         )
-        .with_cache(cache);
+        .with_cache(cache)
+        .with_metrics(&registry);
         let routes = server::standard_routes(health_service, settings.server.reflection)
             .add_service(
                 OrderQueriesServer::new(service).max_decoding_message_size(MAX_QUERY_REQUEST_BYTES),

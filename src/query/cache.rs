@@ -22,10 +22,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -33,7 +30,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    metrics,
+    metrics::{Counter, Metrics},
     query::{read_model::OrderView, segments::Segments},
 };
 
@@ -74,8 +71,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct ReadCache {
     inner: Arc<Mutex<Inner>>,
-    hits: Arc<AtomicU64>,
-    misses: Arc<AtomicU64>,
+    hits: Counter,
+    misses: Counter,
 }
 
 /// An order answered from the cache.
@@ -97,8 +94,8 @@ impl ReadCache {
                 projected_at: None,
                 lease_until: None,
             })),
-            hits: Arc::default(),
-            misses: Arc::default(),
+            hits: Counter::default(),
+            misses: Counter::default(),
         }
     }
 
@@ -127,7 +124,7 @@ impl ReadCache {
         } else {
             &self.misses
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
         hit
     }
 
@@ -209,15 +206,21 @@ impl ReadCache {
 
     /// Reads answered from the cache since start.
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.hits.get()
     }
 
-    /// Hits and misses in Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        metrics::counter(&mut out, "read_cache_hits_total", &self.hits);
-        metrics::counter(&mut out, "read_cache_misses_total", &self.misses);
-        out
+    /// Registers the hit and miss counters in `metrics`.
+    pub fn register(&self, metrics: &Metrics) {
+        metrics.register(
+            "orders_read_cache_hits",
+            "GetOrder reads answered from the read cache.",
+            self.hits.clone(),
+        );
+        metrics.register(
+            "orders_read_cache_misses",
+            "GetOrder reads the read cache could not answer (read from PostgreSQL).",
+            self.misses.clone(),
+        );
     }
 }
 
@@ -254,7 +257,13 @@ mod tests {
         cache.renew(Duration::from_secs(60));
         cache.drop_partitions(&[2]);
         assert!(cache.get(1, &id).is_none(), "partition revoked");
-        assert!(cache.render().contains("read_cache_hits_total 1\n"));
+        let metrics = Metrics::default();
+        cache.register(&metrics);
+        assert!(
+            metrics
+                .encode(false)
+                .contains("orders_read_cache_hits_total 1\n")
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::{
     auth::Caller,
     codec,
     domain::CustomerId,
+    metrics::{Histogram, Metrics, SECONDS_BUCKETS, histogram},
     proto::{self, order_queries_server::OrderQueries},
     query::{
         QueryError,
@@ -46,6 +47,8 @@ pub struct QueryService {
     request_timeout: Duration,
     stopping: CancellationToken,
     cache: ReadCache,
+    /// How long `min_version` reads waited (`orders_read_your_writes_wait_seconds`).
+    waits: Histogram,
 }
 
 impl QueryService {
@@ -68,7 +71,18 @@ impl QueryService {
             request_timeout,
             stopping,
             cache: ReadCache::new(0),
+            waits: histogram(SECONDS_BUCKETS),
         }
+    }
+
+    /// Registers the service's metrics in `metrics`.
+    pub fn with_metrics(self, metrics: &Metrics) -> Self {
+        metrics.register(
+            "orders_read_your_writes_wait_seconds",
+            "How long GetOrder with min_version waited for the projection to reach it.",
+            self.waits.clone(),
+        );
+        self
     }
 
     /// Answers `GetOrder` from `cache` where it holds the order (see `cache`).
@@ -123,7 +137,12 @@ impl QueryService {
                 .await?
                 .filter(|(view, _)| visible(view, confined))
                 .ok_or(QueryError::NotFound(order_id))?,
-            Some(wanted) => self.wait_for(order_id, wanted, confined, deadline).await?,
+            Some(wanted) => {
+                let waiting = Instant::now();
+                let waited = self.wait_for(order_id, wanted, confined, deadline).await;
+                self.waits.observe(waiting.elapsed().as_secs_f64());
+                waited?
+            }
         };
         let version = view.order.version;
         Ok(respond(

@@ -4,16 +4,17 @@
 //! so the verdict is the same on every query instance whichever owns the
 //! partitions: reads from any of them are stale. A stall is logged as an
 //! error with the partitions' state, counted, and reported as NOT_SERVING
-//! until the positions move again.
+//! until the positions move again. Every observation also sets the lag
+//! gauges (`orders_projector_lag_events{partition}`, `orders_projector_stalled`).
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::metrics::{Counter, Family, Gauge, Metrics};
 
 /// One partition as the watchdog sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,50 @@ pub struct PartitionLag {
 /// Per partition: the stored next offset and the topic's high watermark.
 pub type Lag = BTreeMap<i32, PartitionLag>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: i32,
+}
+
+/// The watchdog's gauges and counter.
+#[derive(Debug, Clone, Default)]
+pub struct WatchdogMetrics {
+    /// Stalls seen since start (`orders_projector_stalls_total`).
+    pub stalls: Counter,
+    /// 1 while stalled (`orders_projector_stalled`).
+    pub stalled: Gauge,
+    lag: Family<PartitionLabels, Gauge>,
+}
+
+impl WatchdogMetrics {
+    /// Registers these metrics in `metrics`.
+    pub fn register(&self, metrics: &Metrics) {
+        metrics.register(
+            "orders_projector_lag_events",
+            "Messages on the topic past the live projection's stored position, per partition.",
+            self.lag.clone(),
+        );
+        metrics.register(
+            "orders_projector_stalls",
+            "Times the projection stalled: messages waited and no stored position moved for the stall limit.",
+            self.stalls.clone(),
+        );
+        metrics.register(
+            "orders_projector_stalled",
+            "1 while the projection is stalled, else 0.",
+            self.stalled.clone(),
+        );
+    }
+
+    fn set_lag(&self, lag: &Lag) {
+        for (&partition, l) in lag {
+            self.lag
+                .get_or_create(&PartitionLabels { partition })
+                .set((l.high - l.next).max(0));
+        }
+    }
+}
+
 /// Watches the projection's progress, one observation at a time.
 #[derive(Debug)]
 pub struct Watchdog {
@@ -35,7 +80,7 @@ pub struct Watchdog {
     last: Option<BTreeMap<i32, i64>>,
     still_since: Option<Instant>,
     stalled: bool,
-    stalls_total: Arc<AtomicU64>,
+    metrics: WatchdogMetrics,
 }
 
 impl Watchdog {
@@ -46,13 +91,13 @@ impl Watchdog {
             last: None,
             still_since: None,
             stalled: false,
-            stalls_total: Arc::default(),
+            metrics: WatchdogMetrics::default(),
         }
     }
 
-    /// Stalls seen since start.
-    pub fn stalls_total(&self) -> Arc<AtomicU64> {
-        self.stalls_total.clone()
+    /// The watchdog's metrics (stalls, lag).
+    pub fn metrics(&self) -> WatchdogMetrics {
+        self.metrics.clone()
     }
 
     /// Whether the projection is stalled now.
@@ -67,10 +112,12 @@ impl Watchdog {
         let behind: i64 = lag.values().map(|l| (l.high - l.next).max(0)).sum();
         let moved = self.last.as_ref() != Some(&positions);
         self.last = Some(positions);
+        self.metrics.set_lag(lag);
         if behind == 0 || moved {
             self.still_since = None;
             if self.stalled {
                 self.stalled = false;
+                self.metrics.stalled.set(0);
                 tracing::info!(behind, "projection moves again");
             }
             return true;
@@ -78,7 +125,8 @@ impl Watchdog {
         let since = *self.still_since.get_or_insert(now);
         if !self.stalled && now.duration_since(since) >= self.stall_after {
             self.stalled = true;
-            self.stalls_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.stalled.set(1);
+            self.metrics.stalls.inc();
             tracing::error!(
                 behind,
                 still_for = ?now.duration_since(since),
@@ -108,7 +156,7 @@ mod tests {
         for s in 0..10 {
             assert!(watchdog.observe(start + Duration::from_secs(s), &lag(&[(0, 5, 5)])));
         }
-        assert_eq!(watchdog.stalls_total().load(Ordering::Relaxed), 0);
+        assert_eq!(watchdog.metrics().stalls.get(), 0);
     }
 
     #[test]
@@ -121,7 +169,7 @@ mod tests {
         assert!(!watchdog.observe(at(5), &lag(&[(0, 5, 9), (1, 2, 2)])));
         assert!(watchdog.is_stalled());
         assert!(!watchdog.observe(at(9), &lag(&[(0, 5, 10), (1, 2, 2)])));
-        assert_eq!(watchdog.stalls_total().load(Ordering::Relaxed), 1);
+        assert_eq!(watchdog.metrics().stalls.get(), 1);
         assert!(watchdog.observe(at(10), &lag(&[(0, 6, 10), (1, 2, 2)])));
         assert!(!watchdog.is_stalled());
     }

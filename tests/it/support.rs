@@ -174,9 +174,11 @@ pub fn auth_settings() -> AuthSettings {
 /// The environment every server the tests spawn gets: it trusts `auth()`'s
 /// JWKS and may run as the bootstrap superuser (the tests' databases are
 /// the superuser's).
-pub fn server_env() -> [(&'static str, String); 3] {
+pub fn server_env() -> [(&'static str, String); 4] {
     [
         ("ORDERS_AUTH", "enabled".into()),
+        // Any free port: never the dev stack's 9464/9465.
+        ("ORDERS_METRICS_ADDR", "127.0.0.1:0".into()),
         ("ORDERS_AUTH_JWKS_FILE", auth().jwks.display().to_string()),
         (ALLOW_SUPERUSER.0, ALLOW_SUPERUSER.1.into()),
     ]

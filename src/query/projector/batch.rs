@@ -1,21 +1,64 @@
 //! One batch of the projector: messages checked against the partitions'
 //! positions, decoded, applied through `apply` with the read cache and the
-//! waiters told, and the metrics of each phase recorded.
+//! waiters told, and the metrics of each phase recorded. Each batch is a
+//! span that continues the trace of its first event's command (from the
+//! Kafka `traceparent` header) and links the next ones.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::atomic::Ordering,
     time::Instant,
 };
 
-use rdkafka::{Message, message::OwnedMessage};
+use rdkafka::{
+    Message,
+    message::{Headers, OwnedMessage},
+};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{BatchSummary, Projector, ProjectorMetrics, StepOutcome, Target, metrics::Phase};
-use crate::query::{
-    QueryError,
-    apply::{self, Incoming, Mode, Outcome, Timings},
+use crate::{
+    query::{
+        QueryError,
+        apply::{self, Incoming, Mode, Outcome, Timings},
+    },
+    telemetry,
 };
+
+/// The `traceparent` header of a message, if it has a readable one.
+fn traceparent(message: &OwnedMessage) -> Option<&str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == "traceparent")
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+/// The span of one batch: it continues the first event's trace and links
+/// the next distinct ones.
+fn batch_span(batch: &[OwnedMessage]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projector.batch",
+        otel.kind = "consumer",
+        messages = batch.len()
+    );
+    if telemetry::exporting() {
+        let mut traces: Vec<&str> = Vec::new();
+        for parent in batch.iter().filter_map(traceparent) {
+            if traces.len() > telemetry::MAX_LINKS {
+                break;
+            }
+            if !traces.contains(&parent) {
+                traces.push(parent);
+            }
+        }
+        telemetry::continue_trace(&span, traces.first().copied());
+        for parent in traces.iter().skip(1) {
+            telemetry::link(&span, Some(parent));
+        }
+    }
+    span
+}
 
 impl Projector {
     /// Applies one batch in one transaction with its positions.
@@ -23,6 +66,11 @@ impl Projector {
         &mut self,
         batch: Vec<OwnedMessage>,
     ) -> Result<StepOutcome, QueryError> {
+        let span = batch_span(&batch);
+        self.apply_batch(batch).instrument(span).await
+    }
+
+    async fn apply_batch(&mut self, batch: Vec<OwnedMessage>) -> Result<StepOutcome, QueryError> {
         let mut summary = BatchSummary {
             messages: batch.len(),
             ..BatchSummary::default()
@@ -84,7 +132,7 @@ impl Projector {
             condition: self.condition,
             topic: &self.topic,
             mode: Mode::Live,
-            gaps_before: Some(self.metrics.gaps_total.load(Ordering::Relaxed)),
+            gaps_before: Some(self.metrics.gaps_total.get()),
         };
         let mut timings = Timings::default();
         let begun: HashMap<Uuid, i32> = items

@@ -1,14 +1,15 @@
-//! The projector's counters and histograms (`projector_*`): what it applied,
+//! The projector's counters and histograms (`orders_projector_*`): what it applied,
 //! how long each phase of a batch took, and how far behind the events were,
 //! split into the relay's share (event accepted → Kafka record timestamp) and
 //! the projector's (record timestamp → projection commit).
 
-use std::{
-    sync::atomic::{AtomicU64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
-use crate::metrics::{self, Histogram, SECONDS_BUCKETS, SIZE_BUCKETS};
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::metrics::{
+    Counter, Family, FloatGauge, Histogram, Metrics, SECONDS_BUCKETS, SIZE_BUCKETS, histogram,
+};
 
 /// The phases of one batch, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,55 +54,143 @@ impl Phase {
 /// Counters and histograms of the projector's work since start.
 #[derive(Debug)]
 pub struct ProjectorMetrics {
-    /// Batches committed (`projector_batches_total`).
-    pub batches_total: AtomicU64,
-    /// Events applied to the projection (`projector_events_applied_total`).
-    pub events_applied_total: AtomicU64,
-    /// Redelivered messages and events skipped (`projector_duplicates_total`).
-    pub duplicates_total: AtomicU64,
-    /// Events parked behind a missing version (`projector_gaps_total`).
-    pub gaps_total: AtomicU64,
-    /// Messages parked in `dead_letter` (`projector_dead_letters_total`).
-    pub dead_letters_total: AtomicU64,
-    /// Batches rolled back because another owner had moved a position (`projector_fenced_total`).
-    pub fenced_total: AtomicU64,
+    /// Batches committed (`orders_projector_batches_total`).
+    pub batches_total: Counter,
+    /// Events applied to the projection (`orders_projector_applied_total`).
+    pub events_applied_total: Counter,
+    /// Redelivered messages and events skipped (`orders_projector_duplicates_total`).
+    pub duplicates_total: Counter,
+    /// Events parked behind a missing version (`orders_projector_gaps_total`).
+    pub gaps_total: Counter,
+    /// Messages parked in `dead_letter` (`orders_projector_dead_letters_total`).
+    pub dead_letters_total: Counter,
+    /// Batches rolled back because another owner had moved a position (`orders_projector_fenced_total`).
+    pub fenced_total: Counter,
+    /// When the last batch with events committed, seconds since the epoch
+    /// (`orders_projector_last_applied_timestamp_seconds`).
+    pub last_applied: FloatGauge,
+    phase_seconds: Family<PhaseLabels, Histogram>,
     phases: [Histogram; 6],
     batch_events: Histogram,
     relay_lag: Histogram,
     commit_lag: Histogram,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
 impl Default for ProjectorMetrics {
     fn default() -> Self {
+        let phase_seconds =
+            Family::<PhaseLabels, Histogram>::new_with_constructor(|| histogram(SECONDS_BUCKETS));
+        let phases = Phase::ALL.map(|phase| {
+            phase_seconds.get_or_create_owned(&PhaseLabels {
+                phase: phase.name(),
+            })
+        });
         Self {
-            batches_total: AtomicU64::default(),
-            events_applied_total: AtomicU64::default(),
-            duplicates_total: AtomicU64::default(),
-            gaps_total: AtomicU64::default(),
-            dead_letters_total: AtomicU64::default(),
-            fenced_total: AtomicU64::default(),
-            phases: std::array::from_fn(|_| Histogram::new(SECONDS_BUCKETS)),
-            batch_events: Histogram::new(SIZE_BUCKETS),
-            relay_lag: Histogram::new(SECONDS_BUCKETS),
-            commit_lag: Histogram::new(SECONDS_BUCKETS),
+            batches_total: Counter::default(),
+            events_applied_total: Counter::default(),
+            duplicates_total: Counter::default(),
+            gaps_total: Counter::default(),
+            dead_letters_total: Counter::default(),
+            fenced_total: Counter::default(),
+            last_applied: FloatGauge::default(),
+            phase_seconds,
+            phases,
+            batch_events: histogram(SIZE_BUCKETS),
+            relay_lag: histogram(SECONDS_BUCKETS),
+            commit_lag: histogram(SECONDS_BUCKETS),
         }
     }
 }
 
 impl ProjectorMetrics {
-    pub(super) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// Registers these metrics in `metrics`.
+    pub fn register(&self, metrics: &Metrics) {
+        for (name, help, counter) in [
+            (
+                "orders_projector_batches",
+                "Batches the projector committed.",
+                &self.batches_total,
+            ),
+            (
+                "orders_projector_applied",
+                "Events applied to the projection.",
+                &self.events_applied_total,
+            ),
+            (
+                "orders_projector_duplicates",
+                "Redelivered messages and events at or below an order's version, skipped.",
+                &self.duplicates_total,
+            ),
+            (
+                "orders_projector_gaps",
+                "Events parked because a version before them had not arrived.",
+                &self.gaps_total,
+            ),
+            (
+                "orders_projector_dead_letters",
+                "Messages that could not be applied, kept in dead_letter.",
+                &self.dead_letters_total,
+            ),
+            (
+                "orders_projector_fenced",
+                "Batches rolled back because another owner had moved a partition's position.",
+                &self.fenced_total,
+            ),
+        ] {
+            metrics.register(name, help, counter.clone());
+        }
+        metrics.register(
+            "orders_projector_last_applied_timestamp_seconds",
+            "When the projector last committed a batch with events (Unix time).",
+            self.last_applied.clone(),
+        );
+        metrics.register(
+            "orders_projector_batch_seconds",
+            "Time of each phase of a projector batch.",
+            self.phase_seconds.clone(),
+        );
+        for (name, help, histogram) in [
+            (
+                "orders_projector_batch_events",
+                "Events per committed projector batch.",
+                &self.batch_events,
+            ),
+            (
+                "orders_projector_relay_lag_seconds",
+                "Per event: from its command's commit to its Kafka record's timestamp.",
+                &self.relay_lag,
+            ),
+            (
+                "orders_projector_commit_lag_seconds",
+                "Per event: from its Kafka record's timestamp to the projection's commit.",
+                &self.commit_lag,
+            ),
+        ] {
+            metrics.register(name, help, histogram.clone());
+        }
+    }
+
+    pub(super) fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
     /// Records the duration of one phase of a batch.
     pub(super) fn phase(&self, phase: Phase, took: Duration) {
-        self.phases[phase as usize].observe_duration(took);
+        self.phases[phase as usize].observe(took.as_secs_f64());
     }
 
     /// Records a committed batch's size and, per event, its lags: accepted
     /// (`occurred_ms`) → Kafka record (`record_ms`) → committed (`now_ms`).
     pub(super) fn committed(&self, events: usize, lags: &[(i64, Option<i64>)], now_ms: i64) {
         self.batch_events.observe(events as f64);
+        if events > 0 {
+            self.last_applied.set(now_ms as f64 / 1_000.0);
+        }
         for &(occurred_ms, record_ms) in lags {
             if let Some(record_ms) = record_ms {
                 self.relay_lag
@@ -110,35 +199,6 @@ impl ProjectorMetrics {
                     .observe((now_ms - record_ms) as f64 / 1_000.0);
             }
         }
-    }
-
-    /// The counters and histograms in Prometheus text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, value) in [
-            ("projector_batches_total", &self.batches_total),
-            ("projector_events_applied_total", &self.events_applied_total),
-            ("projector_duplicates_total", &self.duplicates_total),
-            ("projector_gaps_total", &self.gaps_total),
-            ("projector_dead_letters_total", &self.dead_letters_total),
-            ("projector_fenced_total", &self.fenced_total),
-        ] {
-            metrics::counter(&mut out, name, value);
-        }
-        metrics::type_line(&mut out, "projector_phase_seconds", "histogram");
-        for (phase, histogram) in Phase::ALL.iter().zip(&self.phases) {
-            let labels = format!("phase=\"{}\"", phase.name());
-            histogram.render(&mut out, "projector_phase_seconds", &labels);
-        }
-        for (name, histogram) in [
-            ("projector_batch_events", &self.batch_events),
-            ("projector_relay_lag_seconds", &self.relay_lag),
-            ("projector_commit_lag_seconds", &self.commit_lag),
-        ] {
-            metrics::type_line(&mut out, name, "histogram");
-            histogram.render(&mut out, name, "");
-        }
-        out
     }
 }
 
@@ -149,15 +209,21 @@ mod tests {
     #[test]
     fn phases_and_lags_are_rendered() {
         let metrics = ProjectorMetrics::default();
+        let registry = Metrics::default();
+        metrics.register(&registry);
         metrics.phase(Phase::Commit, Duration::from_millis(2));
         metrics.committed(3, &[(1_000, Some(1_004)), (1_000, None)], 1_010);
-        let text = metrics.render();
-        assert!(text.contains("projector_phase_seconds_count{phase=\"commit\"} 1\n"));
-        assert!(text.contains("projector_phase_seconds_count{phase=\"fetch\"} 0\n"));
-        assert!(text.contains("projector_relay_lag_seconds_bucket{le=\"0.005\"} 1\n"));
-        assert!(text.contains("projector_commit_lag_seconds_bucket{le=\"0.005\"} 0\n"));
-        assert!(text.contains("projector_commit_lag_seconds_bucket{le=\"0.01\"} 1\n"));
-        assert!(text.contains("projector_batch_events_sum 3\n"));
-        assert!(text.contains("projector_batches_total 0\n"));
+        let text = registry.encode(false);
+        assert!(
+            text.contains("orders_projector_batch_seconds_count{phase=\"commit\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("orders_projector_batch_seconds_count{phase=\"fetch\"} 0\n"));
+        assert!(text.contains("orders_projector_relay_lag_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("orders_projector_commit_lag_seconds_bucket{le=\"0.005\"} 0\n"));
+        assert!(text.contains("orders_projector_commit_lag_seconds_bucket{le=\"0.01\"} 1\n"));
+        assert!(text.contains("orders_projector_batch_events_sum 3"));
+        assert!(text.contains("orders_projector_batches_total 0\n"));
+        assert!(text.contains("orders_projector_last_applied_timestamp_seconds 1.01\n"));
     }
 }

@@ -95,6 +95,15 @@ impl ReadModel {
         Ok(rows.into_iter().map(StoredDeadLetter::from).collect())
     }
 
+    /// How many events wait behind a missing version.
+    pub async fn pending_event_count(&self) -> Result<i64, QueryError> {
+        Ok(
+            sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM pending_event"#)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// How many messages are parked.
     pub async fn dead_letter_count(&self) -> Result<i64, QueryError> {
         Ok(

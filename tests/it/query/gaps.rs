@@ -2,7 +2,6 @@
 //! the missing event arrives.
 
 use orders::{domain::Event, query::read_model::DEFAULT_SCHEMA};
-use std::sync::atomic::Ordering;
 
 use super::{OrderStream, PROJECTED, Stack, get_at_least, placed};
 use crate::support;
@@ -25,7 +24,7 @@ async fn a_gap_stalls_only_its_order_until_the_missing_version_arrives() {
     let metrics = query.metrics.clone().unwrap();
     support::wait_until(PROJECTED, "the gap counted", || {
         let metrics = metrics.clone();
-        async move { metrics.gaps_total.load(Ordering::Relaxed) == 1 }
+        async move { metrics.gaps_total.get() == 1 }
     })
     .await;
     let stalled = get_at_least(&mut query.client, &gappy.id(), 1)
@@ -76,7 +75,7 @@ async fn a_gap_stalls_only_its_order_until_the_missing_version_arrives() {
             .await,
         3
     );
-    assert_eq!(query.metrics().gaps_total.load(Ordering::Relaxed), 1);
+    assert_eq!(query.metrics().gaps_total.get(), 1);
 
     query.stop().await;
 }

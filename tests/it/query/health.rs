@@ -1,7 +1,7 @@
 //! Health is NOT_SERVING while PostgreSQL or the broker is unreachable, and
 //! while the projection is stalled (messages wait, no position moves).
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::time::Duration;
 
 use orders::{
     config::KafkaSettings,
@@ -105,7 +105,7 @@ async fn health_is_not_serving_while_the_projector_is_frozen_with_lag_and_servin
         || async move { status(port).await == Some(ServingStatus::NotServing) },
     )
     .await;
-    assert_eq!(query.stalls_total.load(Ordering::Relaxed), 1);
+    assert_eq!(query.stalls_total.get(), 1);
 
     freeze.set(false);
     wait_for_status(port, ServingStatus::Serving).await;

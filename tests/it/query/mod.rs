@@ -15,11 +15,7 @@ mod redelivery;
 mod sharing;
 mod stepping;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use orders::{
@@ -31,6 +27,7 @@ use orders::{
         Quantity, TrackingNumber, UnitPrice,
     },
     kafka,
+    metrics::Counter,
     proto::{self, order_queries_client::OrderQueriesClient},
     query::{
         Application, ProjectorMetrics, QueryError, cache::ReadCache, projector::FreezeSwitch,
@@ -251,7 +248,9 @@ pub struct TestQuery {
     pub metrics: Option<Arc<ProjectorMetrics>>,
     pub watch: ProjectionWatch,
     pub freeze: Option<FreezeSwitch>,
-    pub stalls_total: Arc<AtomicU64>,
+    pub stalls_total: Counter,
+    /// The port of `/metrics`, when the settings ask for it.
+    pub metrics_port: Option<u16>,
     pub cache: ReadCache,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), QueryError>>>,
@@ -269,7 +268,8 @@ impl TestQuery {
         let metrics = app.projector_metrics();
         let watch = app.projection_watch();
         let freeze = app.projector_freeze();
-        let stalls_total = app.stalls_total();
+        let stalls_total = app.watchdog_metrics().stalls;
+        let metrics_port = app.metrics_port();
         let cache = app.read_cache();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async {
@@ -282,6 +282,7 @@ impl TestQuery {
             watch,
             freeze,
             stalls_total,
+            metrics_port,
             cache,
             stop: Some(stop),
             task: Some(task),

@@ -2,7 +2,7 @@
 //! leaving hands its partitions over with nothing lost or doubled. Also the
 //! projector's throughput on a backlog.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::time::Instant;
 
 use orders::{domain::Event, query::read_model::DEFAULT_SCHEMA};
 
@@ -59,16 +59,16 @@ async fn the_projector_applies_a_backlog_in_large_batches() {
     let metrics = query.metrics.clone().unwrap();
     support::wait_until(super::PROJECTED, "the first batch", || {
         let metrics = metrics.clone();
-        async move { metrics.events_applied_total.load(Ordering::Relaxed) > 0 }
+        async move { metrics.events_applied_total.get() > 0 }
     })
     .await;
     let started = Instant::now();
-    let before = metrics.events_applied_total.load(Ordering::Relaxed);
+    let before = metrics.events_applied_total.get();
     stack.wait_caught_up().await;
     let elapsed = started.elapsed();
-    let applied = metrics.events_applied_total.load(Ordering::Relaxed);
+    let applied = metrics.events_applied_total.get();
     assert_eq!(applied, events.len() as u64);
-    let batches = metrics.batches_total.load(Ordering::Relaxed);
+    let batches = metrics.batches_total.get();
     eprintln!(
         "backlog: {} events applied in {batches} batches; {} after the first batch in {elapsed:?} \
          ({:.0} events/s)",

@@ -79,13 +79,7 @@ async fn steps_skip_duplicates_park_gaps_and_dead_letter_poison() {
         "v2 and the parked v3 applied, the redelivered v3 skipped: {second:?}"
     );
     let metrics = projector.metrics();
-    assert_eq!(
-        metrics
-            .gaps_total
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-    assert!(metrics.render().contains("projector_gaps_total 1\n"));
+    assert_eq!(metrics.gaps_total.get(), 1);
     let version = stack
         .count(&format!("SELECT version FROM {DEFAULT_SCHEMA}.order_view"))
         .await;
@@ -132,12 +126,6 @@ async fn a_position_moved_by_another_owner_rolls_the_batch_back_and_seeks_to_it(
         .filter(|row| !row.contains(&late.id()))
         .collect();
     assert_eq!(now, before);
-    assert_eq!(
-        projector
-            .metrics()
-            .fenced_total
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(projector.metrics().fenced_total.get(), 1);
     projector.close().await;
 }
