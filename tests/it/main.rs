@@ -9,6 +9,7 @@ mod command;
 mod infra;
 mod kafka_acl;
 mod limits;
+mod observability;
 mod query;
 mod readme;
 mod roles;

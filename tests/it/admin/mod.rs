@@ -149,6 +149,17 @@ impl System {
 
     /// Spawns a real server binary with this system's environment, logging to `log`.
     pub fn spawn(&self, binary: &str, port: u16, log: &Path) -> Child {
+        self.spawn_with(binary, port, log, &[])
+    }
+
+    /// `spawn` with `extra` variables on top.
+    pub fn spawn_with(
+        &self,
+        binary: &str,
+        port: u16,
+        log: &Path,
+        extra: &[(&str, String)],
+    ) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -172,6 +183,7 @@ impl System {
         };
         command.envs(support::kafka_env(user));
         command.envs(support::query_session_env());
+        command.envs(extra.iter().map(|(k, v)| (*k, v)));
         command.spawn().expect("spawn server binary")
     }
 }

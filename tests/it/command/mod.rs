@@ -29,6 +29,8 @@ pub struct TestCommand {
     pub database_url: String,
     pub kafka: KafkaSettings,
     pub port: u16,
+    /// The port of `/metrics`, when the settings ask for it.
+    pub metrics_port: Option<u16>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -58,6 +60,7 @@ impl TestCommand {
             .await
             .expect("build order-command");
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             app.run_until_stopped(async {
@@ -73,6 +76,7 @@ impl TestCommand {
             database_url,
             kafka,
             port,
+            metrics_port,
             stop: Some(stop),
             task: Some(task),
         }
