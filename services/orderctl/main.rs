@@ -38,6 +38,17 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Read it again every interval until interrupted, with the rates
+        /// since the previous reading: redrawn in place on a terminal, else
+        /// one block (or, with --json, one JSON line) per reading.
+        #[arg(long)]
+        watch: bool,
+        /// Time between readings with --watch.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = auth::parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after this many readings with --watch.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
     /// Folds every order's events from the event store and compares the
     /// result with the live projection, field by field. Exits 1 on any
@@ -254,13 +265,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("topic {}: {what}", settings.kafka.topic);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status {
+            json, watch: false, ..
+        } => {
             let status = admin::status(settings).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", status.render());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            json,
+            watch: true,
+            interval,
+            count,
+        } => {
+            watch_status(settings, json, interval, count).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -388,6 +410,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+    }
+}
+
+/// `status --watch`: a reading per `interval` until Ctrl-C or `count` readings.
+async fn watch_status(
+    settings: &AdminSettings,
+    json: bool,
+    interval: std::time::Duration,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let mut watcher = admin::Watcher::connect(settings).await?;
+    let redraw = !json && std::io::stdout().is_terminal();
+    let mut ticks = tokio::time::interval(interval.max(std::time::Duration::from_millis(100)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut readings = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        let (status, rates) = watcher.next().await?;
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut out = std::io::stdout().lock();
+        if json {
+            let line = serde_json::json!({ "at": at, "status": status, "rates": rates });
+            writeln!(out, "{line}")?;
+        } else {
+            if redraw {
+                // Home and clear: the new reading replaces the old one.
+                write!(out, "\x1b[H\x1b[2J")?;
+            } else if readings > 0 {
+                writeln!(out)?;
+            }
+            writeln!(out, "{at}  (every {:?}; Ctrl-C stops)", interval)?;
+            write!(out, "{}", status.render())?;
+            match rates {
+                Some(rates) => write!(out, "{}", rates.render())?,
+                None => writeln!(out, "rates: after the next reading")?,
+            }
+        }
+        out.flush()?;
+        readings += 1;
+        if count.is_some_and(|n| readings >= n) {
+            return Ok(());
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::{
 pub use migrate::migrate;
 pub use rebuild::{RebuildOptions, RebuildReport, rebuild};
 pub use republish::republish;
-pub use status::{Status, status};
+pub use status::{Rates, Status, Watcher, status};
 pub use verify::{VerifyOptions, VerifyReport, verify};
 
 /// Why an operation could not be carried out.

@@ -1,8 +1,10 @@
 //! `status`: where the pipeline stands: the topic's end per partition against
 //! the live projection's positions, the outbox backlog, the relay leader, dead
-//! letters and the projection generations.
+//! letters and the projection generations. `Watcher` reads it again and
+//! again over the same connections, with the rates between two readings
+//! (`orderctl status --watch`).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -98,10 +100,116 @@ pub struct Status {
 
 /// Reads the status of the system in `settings`.
 pub async fn status(settings: &AdminSettings) -> Result<Status, AdminError> {
-    let read = read_pool(settings).await?;
-    let write = write_pool(settings).await?;
-    let (live, read_model) = live_generation(&read).await?;
-    let offsets = TopicOffsets::new(&settings.kafka)?;
+    Source::connect(settings).await?.read().await
+}
+
+/// The connections a status is read over.
+struct Source {
+    read: sqlx::PgPool,
+    write: sqlx::PgPool,
+    offsets: TopicOffsets,
+}
+
+impl Source {
+    async fn connect(settings: &AdminSettings) -> Result<Self, AdminError> {
+        Ok(Self {
+            read: read_pool(settings).await?,
+            write: write_pool(settings).await?,
+            offsets: TopicOffsets::new(&settings.kafka)?,
+        })
+    }
+
+    async fn read(&self) -> Result<Status, AdminError> {
+        read_status(&self.read, &self.write, &self.offsets).await
+    }
+}
+
+/// How fast the pipeline moved between two readings, per second.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Rates {
+    /// Seconds between the readings.
+    pub interval_seconds: f64,
+    /// Events appended to the topic (the relay's publishing).
+    pub published_per_second: f64,
+    /// Events the live projection moved past.
+    pub projected_per_second: f64,
+    /// Change of the outbox backlog (negative: draining).
+    pub outbox_change_per_second: f64,
+    /// Change of the total lag (negative: catching up).
+    pub lag_change_per_second: f64,
+}
+
+impl Rates {
+    /// The rates from `before` to `after`, `seconds` apart; `None` across a
+    /// generation switch (positions of different generations do not compare).
+    pub fn between(before: &Status, after: &Status, seconds: f64) -> Option<Self> {
+        if seconds <= 0.0 || before.live_generation.generation != after.live_generation.generation {
+            return None;
+        }
+        let ends = |s: &Status| s.partitions.iter().map(|p| p.end_offset).sum::<i64>();
+        let positions = |s: &Status| {
+            s.partitions
+                .iter()
+                .map(|p| p.position.unwrap_or(0))
+                .sum::<i64>()
+        };
+        let per_second = |a: i64, b: i64| (b - a) as f64 / seconds;
+        Some(Self {
+            interval_seconds: seconds,
+            published_per_second: per_second(ends(before), ends(after)),
+            projected_per_second: per_second(positions(before), positions(after)),
+            outbox_change_per_second: per_second(before.outbox_backlog, after.outbox_backlog),
+            lag_change_per_second: per_second(before.lag, after.lag),
+        })
+    }
+
+    /// One line for the terminal.
+    pub fn render(&self) -> String {
+        format!(
+            "rates (last {:.1} s): published {:.1}/s, projected {:.1}/s, outbox {:+.1}/s, lag {:+.1}/s\n",
+            self.interval_seconds,
+            self.published_per_second,
+            self.projected_per_second,
+            self.outbox_change_per_second,
+            self.lag_change_per_second
+        )
+    }
+}
+
+/// Reads the status repeatedly over the same connections, with the rates
+/// since the previous reading.
+pub struct Watcher {
+    source: Source,
+    last: Option<(Status, Instant)>,
+}
+
+impl Watcher {
+    /// Connects to the system in `settings`.
+    pub async fn connect(settings: &AdminSettings) -> Result<Self, AdminError> {
+        Ok(Self {
+            source: Source::connect(settings).await?,
+            last: None,
+        })
+    }
+
+    /// The status now and the rates since the last call (none the first time).
+    pub async fn next(&mut self) -> Result<(Status, Option<Rates>), AdminError> {
+        let status = self.source.read().await?;
+        let now = Instant::now();
+        let rates = self.last.as_ref().and_then(|(before, at)| {
+            Rates::between(before, &status, now.duration_since(*at).as_secs_f64())
+        });
+        self.last = Some((status.clone(), now));
+        Ok((status, rates))
+    }
+}
+
+async fn read_status(
+    read: &sqlx::PgPool,
+    write: &sqlx::PgPool,
+    offsets: &TopicOffsets,
+) -> Result<Status, AdminError> {
+    let (live, read_model) = live_generation(read).await?;
     let ends = offsets.end_offsets().await?;
     let positions: HashMap<i32, i64> = read_model.all_positions(offsets.topic()).await?;
     let partitions: Vec<PartitionStatus> = ends
@@ -116,17 +224,17 @@ pub async fn status(settings: &AdminSettings) -> Result<Status, AdminError> {
             }
         })
         .collect();
-    let outbox = store::outbox_backlog(&write).await?;
+    let outbox = store::outbox_backlog(write).await?;
     Ok(Status {
         topic: offsets.topic().to_owned(),
         lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
         outbox_backlog: outbox.events,
         outbox_oldest_age_seconds: outbox.oldest_age_seconds,
-        relay_leader: relay_leader(&write).await?,
+        relay_leader: relay_leader(write).await?,
         dead_letters: dead_letters(&read_model).await?,
         live_generation: GenerationStatus::from(&live),
-        generations: Generations::new(read)
+        generations: Generations::new(read.clone())
             .all()
             .await?
             .iter()
@@ -235,5 +343,58 @@ impl Status {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(ends: &[i64], positions: &[i64], outbox: i64, generation: i32) -> Status {
+        let partitions: Vec<PartitionStatus> = ends
+            .iter()
+            .zip(positions)
+            .enumerate()
+            .map(|(p, (&end_offset, &position))| PartitionStatus {
+                partition: p as i32,
+                end_offset,
+                position: Some(position),
+                lag: end_offset - position,
+            })
+            .collect();
+        let live = GenerationStatus {
+            generation,
+            schema: "read_model".into(),
+            state: "live".into(),
+            source: "topic".into(),
+            created_at: String::new(),
+            switched_at: None,
+            dropped_at: None,
+        };
+        Status {
+            topic: "orders".into(),
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+            outbox_backlog: outbox,
+            outbox_oldest_age_seconds: None,
+            relay_leader: None,
+            dead_letters: 0,
+            generations: vec![live.clone()],
+            live_generation: live,
+        }
+    }
+
+    #[test]
+    fn rates_are_the_changes_per_second_within_one_generation() {
+        let before = status(&[100, 50], &[90, 50], 10, 1);
+        let after = status(&[140, 60], &[130, 60], 4, 1);
+        let rates = Rates::between(&before, &after, 2.0).unwrap();
+        assert_eq!(rates.published_per_second, 25.0);
+        assert_eq!(rates.projected_per_second, 25.0);
+        assert_eq!(rates.outbox_change_per_second, -3.0);
+        assert_eq!(rates.lag_change_per_second, 0.0);
+        assert!(rates.render().contains("published 25.0/s"));
+        assert!(Rates::between(&before, &status(&[140, 60], &[0, 0], 4, 2), 2.0).is_none());
+        assert!(Rates::between(&before, &after, 0.0).is_none());
     }
 }

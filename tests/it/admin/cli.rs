@@ -80,3 +80,61 @@ async fn verify_names_the_order_and_field_of_a_row_corrupted_by_hand() {
     query.stop().await;
     command.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_prints_a_reading_per_interval_with_the_rates_between_them() {
+    let system = System::new("a_watch").await;
+    let command = system.start_command().await;
+    let client = command.client.clone();
+    let placing = tokio::spawn(async move { place_orders(&client, 40, 4, "watch").await });
+    let watched = tokio::task::spawn_blocking({
+        let system_env = system.env();
+        move || {
+            let mut orderctl = std::process::Command::new(env!("CARGO_BIN_EXE_orderctl"));
+            orderctl.args([
+                "status",
+                "--watch",
+                "--json",
+                "--count",
+                "3",
+                "--interval",
+                "1s",
+            ]);
+            orderctl.envs(system_env).env("RUST_LOG", "warn");
+            orderctl.output().expect("run orderctl")
+        }
+    })
+    .await
+    .unwrap();
+    placing.await.unwrap();
+    assert!(watched.status.success(), "{watched:?}");
+    let readings: Vec<serde_json::Value> = String::from_utf8_lossy(&watched.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(readings.len(), 3, "{readings:?}");
+    assert!(
+        readings[0]["rates"].is_null(),
+        "no rates before a second reading"
+    );
+    let published = |reading: &serde_json::Value| -> i64 {
+        reading["status"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["end_offset"].as_i64().unwrap())
+            .sum()
+    };
+    for pair in readings.windows(2) {
+        let rates = &pair[1]["rates"];
+        let seconds = rates["interval_seconds"].as_f64().unwrap();
+        assert!(seconds > 0.5, "about a second apart: {rates}");
+        let per_second = rates["published_per_second"].as_f64().unwrap();
+        let appended = (published(&pair[1]) - published(&pair[0])) as f64;
+        assert!(
+            (per_second * seconds - appended).abs() < 1e-6,
+            "{per_second}/s over {seconds} s is {appended} events"
+        );
+    }
+    command.stop().await;
+}
