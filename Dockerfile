@@ -12,6 +12,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# .git is not in the context: orders_build_info{git_sha} comes from here
+# (docker build --build-arg ORDERS_GIT_SHA=$(git rev-parse --short=12 HEAD)).
+ARG ORDERS_GIT_SHA=unknown
+ENV ORDERS_GIT_SHA=$ORDERS_GIT_SHA
 RUN cargo build --release --locked --bins \
  && mkdir -p /out \
  && find target/release -maxdepth 1 -type f -executable -exec cp {} /out/ \;
