@@ -189,7 +189,9 @@ mod tests {
             fetch_sum = fetch_fast as f64 * 0.0005 + fetch_slow as f64 * 0.005,
         );
         if let Some(hits) = hits {
-            text += &format!("orders_read_cache_hits_total {hits}\nread_cache_misses_total 10\n");
+            text += &format!(
+                "orders_read_cache_hits_total {hits}\norders_read_cache_misses_total 10\n"
+            );
         }
         Scrape::parse(&text).expect("parses")
     }
