@@ -185,6 +185,28 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Makes `span` (not yet entered), the span of a batch of events, continue
+/// the trace of the first of `traceparents` and link the next distinct ones
+/// (at most `MAX_LINKS`).
+pub fn follow<'a>(span: &tracing::Span, traceparents: impl Iterator<Item = &'a str>) {
+    if !exporting() {
+        return;
+    }
+    let mut traces: Vec<&str> = Vec::new();
+    for traceparent in traceparents {
+        if traces.len() > MAX_LINKS {
+            break;
+        }
+        if !traces.contains(&traceparent) {
+            traces.push(traceparent);
+        }
+    }
+    continue_trace(span, traces.first().copied());
+    for traceparent in traces.iter().skip(1) {
+        link(span, Some(traceparent));
+    }
+}
+
 /// Links `span` (not yet entered) to `other` (a started span).
 pub fn link_span(span: &tracing::Span, other: &tracing::Span) {
     if exporting() {

@@ -199,19 +199,7 @@ impl Relay {
         // command and links those of the next ones.
         let span =
             tracing::info_span!("relay.publish", otel.kind = "producer", events = rows.len());
-        let mut traces: Vec<&str> = Vec::new();
-        for traceparent in rows.iter().filter_map(|r| r.traceparent.as_deref()) {
-            if traces.len() > telemetry::MAX_LINKS {
-                break;
-            }
-            if !traces.contains(&traceparent) {
-                traces.push(traceparent);
-            }
-        }
-        telemetry::continue_trace(&span, traces.first().copied());
-        for traceparent in traces.iter().skip(1) {
-            telemetry::link(&span, Some(traceparent));
-        }
+        telemetry::follow(&span, rows.iter().filter_map(|r| r.traceparent.as_deref()));
         let sent = Instant::now();
         let mut ids = Vec::with_capacity(rows.len());
         let mut deliveries = Vec::with_capacity(rows.len());

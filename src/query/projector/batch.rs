@@ -42,21 +42,7 @@ fn batch_span(batch: &[OwnedMessage]) -> tracing::Span {
         otel.kind = "consumer",
         messages = batch.len()
     );
-    if telemetry::exporting() {
-        let mut traces: Vec<&str> = Vec::new();
-        for parent in batch.iter().filter_map(traceparent) {
-            if traces.len() > telemetry::MAX_LINKS {
-                break;
-            }
-            if !traces.contains(&parent) {
-                traces.push(parent);
-            }
-        }
-        telemetry::continue_trace(&span, traces.first().copied());
-        for parent in traces.iter().skip(1) {
-            telemetry::link(&span, Some(parent));
-        }
-    }
+    telemetry::follow(&span, batch.iter().filter_map(traceparent));
     span
 }
 
