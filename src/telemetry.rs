@@ -12,8 +12,11 @@
 //! carries, the `traceparent` of the RPC span that wrote each event, so one
 //! trace runs from the client to the moment the change is readable.
 //!
-//! Only this crate's spans at INFO and above are exported; `RUST_LOG` filters
-//! the logs alone.
+//! One filter, `RUST_LOG` (default INFO, the noisy clients at WARN), decides
+//! both what is logged and which spans exist to be exported. It is global on
+//! purpose: a per-layer filter beside the OpenTelemetry layer makes
+//! tracing-subscriber lose events and spans of the other layer now and then
+//! (tokio-rs/tracing-opentelemetry#257).
 
 use std::{
     io::IsTerminal,
@@ -26,9 +29,8 @@ use opentelemetry::{
     trace::{SpanContext, TraceContextExt as _, TracerProvider as _},
 };
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::{EnvFilter, Layer as _, filter::Targets, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer as _, fmt, prelude::*};
 
 /// Output format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -72,7 +74,7 @@ fn otlp_configured() -> bool {
 }
 
 /// Installs the global subscriber for the binary `service`; `RUST_LOG`
-/// overrides the default `info` filter of the logs. Text is coloured only on
+/// overrides the default `info` filter of the logs and the spans. Text is coloured only on
 /// a terminal (and never with `NO_COLOR`), so log files hold plain lines.
 /// Must run inside the Tokio runtime (the exporter's gRPC client lives there).
 pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
@@ -82,13 +84,8 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
         LogFormat::Text => fmt::layer()
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
             .with_writer(std::io::stderr)
-            .with_filter(filter)
             .boxed(),
-        LogFormat::Json => fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
     };
     let (provider, problem) = if otlp_configured() {
         match tracer_provider(service) {
@@ -102,9 +99,9 @@ pub fn init(format: LogFormat, service: &'static str) -> Telemetry {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
             .with_threads(false)
-            .with_filter(Targets::new().with_target("orders", Level::INFO))
     });
     let installed = tracing_subscriber::registry()
+        .with(filter)
         .with(logs)
         .with(traces)
         .try_init()

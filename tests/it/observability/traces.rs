@@ -84,6 +84,27 @@ impl Collector {
     }
 }
 
+impl Collector {
+    /// What arrived: service, span name, trace id, span id, parent span id.
+    fn summary(&self) -> Vec<String> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} trace={} span={} parent={}",
+                    e.service,
+                    e.span.name,
+                    hex(&e.span.trace_id),
+                    hex(&e.span.span_id),
+                    hex(&e.span.parent_span_id)
+                )
+            })
+            .collect()
+    }
+}
+
 /// Children killed on drop, so that a failing assertion leaves no server running.
 struct Servers(Vec<Child>);
 
@@ -163,25 +184,29 @@ async fn a_place_order_is_one_trace_from_the_caller_through_both_servers_to_the_
     .await;
 
     let rpc_name = "orders.v1.OrderCommands/PlaceOrder";
-    support::wait_until(
-        Duration::from_secs(30),
-        "the spans of both servers at the collector",
-        || async {
-            !collector
-                .find(&trace_id, "order-command", rpc_name)
-                .is_empty()
-                && !collector
-                    .find(&trace_id, "order-command", "writer.batch")
-                    .is_empty()
-                && !collector
-                    .find(&trace_id, "order-command", "relay.publish")
-                    .is_empty()
-                && !collector
-                    .find(&trace_id, "order-query", "projector.batch")
-                    .is_empty()
-        },
-    )
-    .await;
+    let expected = [
+        ("order-command", rpc_name),
+        ("order-command", "writer.batch"),
+        ("order-command", "relay.publish"),
+        ("order-query", "projector.batch"),
+    ];
+    let all_there = || {
+        expected
+            .iter()
+            .all(|(service, name)| !collector.find(&trace_id, service, name).is_empty())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !all_there() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (service, name) in expected {
+        assert!(
+            !collector.find(&trace_id, service, name).is_empty(),
+            "no {service} span {name} in trace {} within 30 s; received: {:?}",
+            hex(&trace_id),
+            collector.summary()
+        );
+    }
     let rpc = collector.find(&trace_id, "order-command", rpc_name);
     assert_eq!(rpc.len(), 1, "one RPC span: {rpc:?}");
     let rpc = &rpc[0];
