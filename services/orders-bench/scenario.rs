@@ -152,6 +152,7 @@ impl Clients {
                 let mut request = tonic::Request::new(proto::GetOrderRequest {
                     order_id: order_id.clone(),
                     min_version: Some(*version),
+                    ..Default::default()
                 });
                 request.set_timeout(deadline.saturating_duration_since(Instant::now()));
                 match queries.get_order(request).await {
@@ -215,6 +216,7 @@ pub async fn iteration(scenario: Scenario, clients: Arc<Clients>, i: u64) -> Out
                     .get_order(proto::GetOrderRequest {
                         order_id: order_id.clone(),
                         min_version: None,
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -259,6 +261,7 @@ pub async fn iteration(scenario: Scenario, clients: Arc<Clients>, i: u64) -> Out
             let mut request = tonic::Request::new(proto::GetOrderRequest {
                 order_id: placed.order_id,
                 min_version: Some(placed.version),
+                ..Default::default()
             });
             request.set_timeout(Duration::from_secs(5));
             queries.get_order(request).await?;

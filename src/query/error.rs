@@ -18,6 +18,16 @@ pub enum QueryError {
     /// The order is not in the projection.
     #[error("order {0} not found")]
     NotFound(Uuid),
+    /// `as_of_version` is beyond the order's projected version.
+    #[error("order {order_id} is at version {projected}; as_of_version {wanted} is beyond it")]
+    BeyondVersion {
+        /// The order asked for.
+        order_id: Uuid,
+        /// Its projected version.
+        projected: u64,
+        /// The `as_of_version` asked for.
+        wanted: u64,
+    },
     /// `min_version` was not reached before the deadline.
     #[error("order {order_id} is at version {projected}, waited for {wanted}")]
     NotYetProjected {
@@ -96,6 +106,13 @@ impl From<QueryError> for Status {
                 ErrorDetails::with_bad_request_violation(field, description),
             ),
             QueryError::NotFound(_) => Status::not_found(error.to_string()),
+            QueryError::BeyondVersion { projected, .. } => {
+                let mut status = Status::out_of_range(error.to_string());
+                status
+                    .metadata_mut()
+                    .insert("x-projected-version", MetadataValue::from(projected));
+                status
+            }
             QueryError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("no database connection was free in time");
                 Status::unavailable(
@@ -138,6 +155,17 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.message().contains("at version 2, waited for 7"));
         assert_eq!(status.metadata().get("x-projected-version").unwrap(), "2");
+    }
+
+    #[test]
+    fn a_version_beyond_the_projection_is_out_of_range_with_the_projected_version() {
+        let status = Status::from(QueryError::BeyondVersion {
+            order_id: Uuid::nil(),
+            projected: 4,
+            wanted: 9,
+        });
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.metadata().get("x-projected-version").unwrap(), "4");
     }
 
     #[test]

@@ -26,8 +26,8 @@ use crate::{
         cache::ReadCache,
         generation::LiveProjection,
         page_token::{self, OrdersCursor},
-        read_model::{OrderView, ReadModel},
-        request,
+        read_model::{OrderView, ReadModel, Until},
+        request::{self, ReadAt},
         watch::ProjectionWatch,
     },
     server::metadata_str,
@@ -130,14 +130,19 @@ impl QueryService {
         confined: Option<&CustomerId>,
         deadline: Instant,
     ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
-        let order_id = request::order_id(&request.order_id)?;
-        let (view, projected_at) = match request.min_version.filter(|&v| v > 0) {
-            None => self
+        let (order_id, at) = request::get_order(request)?;
+        let (view, projected_at) = match at {
+            ReadAt::Version(_) | ReadAt::Time(_) => {
+                return self
+                    .read_order_until(&read_model, order_id, at, confined)
+                    .await;
+            }
+            ReadAt::Latest => self
                 .read_order(&read_model, order_id)
                 .await?
                 .filter(|(view, _)| visible(view, confined))
                 .ok_or(QueryError::NotFound(order_id))?,
-            Some(wanted) => {
+            ReadAt::MinVersion(wanted) => {
                 let waiting = Instant::now();
                 let waited = self.wait_for(order_id, wanted, confined, deadline).await;
                 self.waits.observe(waiting.elapsed().as_secs_f64());
@@ -151,6 +156,53 @@ impl QueryService {
                 freshness: Some(freshness(version, projected_at)),
             },
             version,
+            projected_at,
+        ))
+    }
+
+    /// The order as it was at a version or an instant (`at`); the freshness
+    /// is the projection's now. Whoever may not see the order now may not see
+    /// its past either.
+    async fn read_order_until(
+        &self,
+        read_model: &ReadModel,
+        order_id: Uuid,
+        at: ReadAt,
+        confined: Option<&CustomerId>,
+    ) -> Result<Response<proto::GetOrderResponse>, QueryError> {
+        let (now, projected_at) = self
+            .read_order(read_model, order_id)
+            .await?
+            .filter(|(view, _)| visible(view, confined))
+            .ok_or(QueryError::NotFound(order_id))?;
+        let until = match at {
+            ReadAt::Version(0) => return Err(QueryError::NotFound(order_id)),
+            ReadAt::Version(wanted) if wanted > now.order.version => {
+                return Err(QueryError::BeyondVersion {
+                    order_id,
+                    projected: now.order.version,
+                    wanted,
+                });
+            }
+            ReadAt::Version(wanted) => Until::Version(wanted),
+            ReadAt::Time(instant) => Until::Time(instant),
+            ReadAt::Latest | ReadAt::MinVersion(_) => Until::Version(now.order.version),
+        };
+        let then = match until {
+            // The current version needs no fold.
+            Until::Version(version) if version == now.order.version => now.as_ref().clone(),
+            until => read_model
+                .order_until(order_id, until)
+                .await?
+                .ok_or(QueryError::NotFound(order_id))?,
+        };
+        let projected = now.order.version;
+        Ok(respond(
+            proto::GetOrderResponse {
+                order: Some(order_to_proto(&then)),
+                freshness: Some(freshness(projected, projected_at)),
+            },
+            projected,
             projected_at,
         ))
     }

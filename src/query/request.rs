@@ -2,6 +2,7 @@
 //! tokens, into what the reads take. Pure, so that the property tests run
 //! every request through it without a database.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -23,6 +24,53 @@ pub fn order_id(raw: &str) -> Result<Uuid, QueryError> {
     OrderId::parse(raw)
         .map(|id| id.as_uuid())
         .map_err(|e| QueryError::invalid("order_id", e.0))
+}
+
+/// Which state of the order a `GetOrder` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// As projected now.
+    Latest,
+    /// As projected now, once at least this version (read-your-writes).
+    MinVersion(u64),
+    /// As it was at this version.
+    Version(u64),
+    /// As it was at this instant.
+    Time(DateTime<Utc>),
+}
+
+/// The order and the state a `GetOrder` asks for. `min_version`,
+/// `as_of_version` and `as_of_time` exclude one another; `min_version: 0`
+/// is the same as none.
+pub fn get_order(request: &proto::GetOrderRequest) -> Result<(Uuid, ReadAt), QueryError> {
+    let order_id = order_id(&request.order_id)?;
+    let min_version = request.min_version.filter(|&v| v > 0);
+    let set = [
+        min_version.is_some(),
+        request.as_of_version.is_some(),
+        request.as_of_time.is_some(),
+    ];
+    if set.iter().filter(|&&s| s).count() > 1 {
+        let field = if request.as_of_version.is_some() && min_version.is_some() {
+            "as_of_version"
+        } else {
+            "as_of_time"
+        };
+        return Err(QueryError::invalid(
+            field,
+            "at most one of min_version, as_of_version and as_of_time may be set",
+        ));
+    }
+    let at = match (min_version, request.as_of_version, &request.as_of_time) {
+        (Some(v), _, _) => ReadAt::MinVersion(v),
+        (_, Some(v), _) => ReadAt::Version(v),
+        (_, _, Some(t)) => ReadAt::Time(
+            DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
+                .ok_or_else(|| QueryError::invalid("as_of_time", "is not a valid timestamp"))?,
+        ),
+        _ => ReadAt::Latest,
+    };
+    Ok((order_id, at))
 }
 
 /// The filter of a `ListOrders` call and, past its first page, where it
@@ -69,4 +117,66 @@ pub fn history(request: &proto::GetOrderHistoryRequest) -> Result<(Uuid, u64), Q
             .map_err(|e| QueryError::invalid("page_token", e.to_string()))?
     };
     Ok((order_id, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(
+        min_version: Option<u64>,
+        as_of_version: Option<u64>,
+        as_of_time: Option<prost_types::Timestamp>,
+    ) -> proto::GetOrderRequest {
+        proto::GetOrderRequest {
+            order_id: "0b6f7c1e-5d2a-4c3b-9f10-2a4e6d8c0b11".into(),
+            min_version,
+            as_of_version,
+            as_of_time,
+        }
+    }
+
+    #[test]
+    fn a_get_order_asks_for_one_state_at_most() {
+        let at = |r| get_order(&r).map(|(_, at)| at);
+        assert_eq!(at(request(None, None, None)).unwrap(), ReadAt::Latest);
+        assert_eq!(at(request(Some(0), None, None)).unwrap(), ReadAt::Latest);
+        assert_eq!(
+            at(request(Some(3), None, None)).unwrap(),
+            ReadAt::MinVersion(3)
+        );
+        assert_eq!(
+            at(request(Some(0), Some(2), None)).unwrap(),
+            ReadAt::Version(2)
+        );
+        let noon = prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 5_000,
+        };
+        assert_eq!(
+            at(request(None, None, Some(noon))).unwrap(),
+            ReadAt::Time(DateTime::from_timestamp(1_800_000_000, 5_000).unwrap())
+        );
+        for both in [
+            request(Some(1), Some(1), None),
+            request(None, Some(1), Some(noon)),
+            request(Some(1), None, Some(noon)),
+        ] {
+            assert!(matches!(
+                get_order(&both),
+                Err(QueryError::InvalidArgument { .. })
+            ));
+        }
+        let invalid = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        assert!(matches!(
+            get_order(&request(None, None, Some(invalid))),
+            Err(QueryError::InvalidArgument {
+                field: "as_of_time",
+                ..
+            })
+        ));
+    }
 }

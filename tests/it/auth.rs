@@ -166,6 +166,7 @@ async fn each_service_needs_its_scope_and_health_needs_none() {
         .get_order(proto::GetOrderRequest {
             order_id: placed.order_id,
             min_version: Some(1),
+            ..Default::default()
         })
         .await
         .expect("a read token reads");
@@ -232,6 +233,7 @@ async fn a_customer_confined_token_finds_other_customers_orders_absent() {
         full.get_order(proto::GetOrderRequest {
             order_id: order_id.clone(),
             min_version: Some(version),
+            ..Default::default()
         })
         .await
         .expect("projected");
@@ -251,6 +253,7 @@ async fn a_customer_confined_token_finds_other_customers_orders_absent() {
                 .get_order(proto::GetOrderRequest {
                     order_id: theirs.order_id.clone(),
                     min_version: Some(1),
+                    ..Default::default()
                 })
                 .await,
         ),

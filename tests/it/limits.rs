@@ -322,6 +322,7 @@ async fn a_full_query_server_sheds_at_once_and_still_answers_health_checks() {
                     .get_order(proto::GetOrderRequest {
                         order_id: Uuid::now_v7().to_string(),
                         min_version: Some(1),
+                        ..Default::default()
                     })
                     .await
             })
@@ -341,6 +342,7 @@ async fn a_full_query_server_sheds_at_once_and_still_answers_health_checks() {
         .get_order(proto::GetOrderRequest {
             order_id: Uuid::now_v7().to_string(),
             min_version: None,
+            ..Default::default()
         })
         .await
         .expect_err("shed");
@@ -371,6 +373,7 @@ async fn a_full_query_server_sheds_at_once_and_still_answers_health_checks() {
         .get_order(proto::GetOrderRequest {
             order_id: Uuid::now_v7().to_string(),
             min_version: None,
+            ..Default::default()
         })
         .await
         .expect_err("no such order");
@@ -429,6 +432,7 @@ async fn an_exhausted_query_pool_is_unavailable_and_a_lock_wait_ends_at_the_lock
                 .get_order(proto::GetOrderRequest {
                     order_id: Uuid::now_v7().to_string(),
                     min_version: None,
+                    ..Default::default()
                 })
                 .await
         }

@@ -331,6 +331,7 @@ async fn a_rebuild_as_the_admin_role_makes_a_generation_the_query_role_projects_
     let get = |min_version| proto::GetOrderRequest {
         order_id: placed.order_id.clone(),
         min_version: Some(min_version),
+        ..Default::default()
     };
     query.client.get_order(get(1)).await.expect("projected");
 

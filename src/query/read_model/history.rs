@@ -1,12 +1,25 @@
 //! `order_history`: every applied event once per (order, version), as it
-//! arrived, for GetOrderHistory and audit. Its reads and `COPY` rows (the
-//! audit's are in `digest`).
+//! arrived, for GetOrderHistory, reads as of a version or an instant, and
+//! audit. Its reads and `COPY` rows (the audit's are in `digest`).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{ReadModel, copy::CopyRows, to_i64, to_u64};
-use crate::query::QueryError;
+use super::{OrderView, ReadModel, copy::CopyRows, to_i64, to_u64};
+use crate::{
+    codec,
+    domain::{Order, evolve},
+    query::QueryError,
+};
+
+/// Up to where an order's history is folded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Through this version.
+    Version(u64),
+    /// Through the last event that occurred at or before this instant.
+    Time(DateTime<Utc>),
+}
 
 /// Where an applied or parked event was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +142,57 @@ impl ReadModel {
             .into_iter()
             .map(|row| (to_u64(row.version), row.payload))
             .collect())
+    }
+}
+
+impl ReadModel {
+    /// The order as it was `until` a version or an instant, folded from its
+    /// history with the domain's `evolve` (the fold the projector applies);
+    /// `None` when no event of it is that old.
+    pub async fn order_until(
+        &self,
+        order_id: Uuid,
+        until: Until,
+    ) -> Result<Option<OrderView>, QueryError> {
+        let through = match until {
+            Until::Version(version) => to_i64(version),
+            Until::Time(_) => i64::MAX,
+        };
+        let rows = sqlx::query!(
+            "SELECT version, payload FROM order_history
+             WHERE order_id = $1 AND version <= $2 ORDER BY version",
+            order_id,
+            through
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut view: Option<OrderView> = None;
+        for row in rows {
+            let version = to_u64(row.version);
+            let (meta, event) = codec::decode_event(&row.payload).map_err(|e| {
+                QueryError::Corrupt(format!("history of {order_id} v{version}: {e}"))
+            })?;
+            if let Until::Time(at) = until
+                && meta.occurred_at > at
+            {
+                break;
+            }
+            let current = view.get_or_insert_with(|| OrderView {
+                order_id,
+                order: Order::default(),
+                placed_at: meta.occurred_at,
+                updated_at: meta.occurred_at,
+            });
+            if current.order.version + 1 != version {
+                return Err(QueryError::Corrupt(format!(
+                    "history of {order_id} jumps from v{} to v{version}",
+                    current.order.version
+                )));
+            }
+            current.order = evolve(std::mem::take(&mut current.order), &event);
+            current.updated_at = meta.occurred_at;
+        }
+        Ok(view)
     }
 }
 

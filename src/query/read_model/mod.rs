@@ -26,7 +26,7 @@ use sqlx::{Executor, PgPool};
 use uuid::Uuid;
 
 pub use batch::{Applied, BatchWrite, parse_notification};
-pub use history::{EventOrigin, HistoryRecord};
+pub use history::{EventOrigin, HistoryRecord, Until};
 pub use orders::{OrderView, status_name};
 pub use parked::{DeadLetter, ParkedEvent, StoredDeadLetter};
 

@@ -83,6 +83,7 @@ async fn dead_letters_are_listed_and_those_that_now_apply_are_replayed_and_remov
         .get_order(proto::GetOrderRequest {
             order_id: order.id(),
             min_version: None,
+            ..Default::default()
         })
         .await
         .expect("the replayed order is projected")

@@ -93,6 +93,7 @@ async fn a_rebuild_under_load_switches_every_reader_with_no_failed_read() {
                     .get_order(proto::GetOrderRequest {
                         order_id: order_id.clone(),
                         min_version: None,
+                        ..Default::default()
                     })
                     .await
                 {

@@ -195,6 +195,7 @@ async fn both_endpoints_expose_every_metric_and_the_counters_follow_the_workload
         .get_order(proto::GetOrderRequest {
             order_id,
             min_version: Some(version),
+            ..Default::default()
         })
         .await
         .expect("GetOrder at the placed version");
@@ -202,6 +203,7 @@ async fn both_endpoints_expose_every_metric_and_the_counters_follow_the_workload
         .get_order(proto::GetOrderRequest {
             order_id: uuid::Uuid::now_v7().to_string(),
             min_version: None,
+            ..Default::default()
         })
         .await
         .expect_err("an unknown order");

@@ -176,6 +176,7 @@ async fn a_place_order_is_one_trace_from_the_caller_through_both_servers_to_the_
                 .get_order(proto::GetOrderRequest {
                     order_id,
                     min_version: Some(placed.version),
+                    ..Default::default()
                 })
                 .await
                 .is_ok()

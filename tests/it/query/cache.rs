@@ -75,6 +75,7 @@ async fn cached_reads_are_never_older_than_the_database_when_they_arrive() {
                         .get_order(proto::GetOrderRequest {
                             order_id: id.clone(),
                             min_version: None,
+                            ..Default::default()
                         })
                         .await
                         .expect("GetOrder")
@@ -120,6 +121,7 @@ async fn cached_reads_are_never_older_than_the_database_when_they_arrive() {
                         .get_order(proto::GetOrderRequest {
                             order_id: id,
                             min_version: None,
+                            ..Default::default()
                         })
                         .await
                         .expect("GetOrder")

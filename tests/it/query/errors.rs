@@ -16,6 +16,7 @@ async fn a_bad_order_id_is_invalid_argument_with_a_field_violation() {
         .get_order(proto::GetOrderRequest {
             order_id: "order-1".into(),
             min_version: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -52,6 +53,7 @@ async fn an_unknown_order_is_not_found() {
         .get_order(proto::GetOrderRequest {
             order_id: unknown.clone(),
             min_version: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

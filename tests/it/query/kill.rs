@@ -178,6 +178,7 @@ async fn kill_9_mid_stream_then_restart_projects_every_event_exactly_once() {
             .get_order(proto::GetOrderRequest {
                 order_id: stream.id(),
                 min_version: Some(EVENTS_PER_ORDER as u64),
+                ..Default::default()
             })
             .await
             .expect("projected order")

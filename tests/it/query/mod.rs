@@ -2,6 +2,7 @@
 //! consuming a fresh topic into a fresh read database. Events are produced
 //! straight to Kafka here, as the command side's relay would.
 
+mod as_of;
 mod cache;
 mod errors;
 mod gaps;
@@ -455,6 +456,7 @@ pub async fn get_at_least(
         .get_order(proto::GetOrderRequest {
             order_id: order_id.to_owned(),
             min_version: Some(min_version),
+            ..Default::default()
         })
         .await
 }

@@ -60,6 +60,7 @@ async fn a_min_version_far_ahead_is_unavailable_within_the_callers_deadline() {
     let mut request = tonic::Request::new(proto::GetOrderRequest {
         order_id: order.id(),
         min_version: Some(7),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
@@ -97,6 +98,7 @@ async fn a_min_version_on_an_unknown_order_waits_then_reports_version_0() {
     let mut request = tonic::Request::new(proto::GetOrderRequest {
         order_id: OrderStream::new().id(),
         min_version: Some(1),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(200));
     let status = query.client.get_order(request).await.unwrap_err();
