@@ -98,7 +98,9 @@ where
         }
         Box::pin(async move {
             let response = inner.call(request).await;
-            // Every RPC is unary: once the response is ready, its work is done.
+            // Once the response is ready, a unary RPC's work is done; a
+            // stream's goes on in its own task, limited where it is served
+            // (`query::live`).
             drop(permit);
             response.map(too_large_as_resource_exhausted)
         })

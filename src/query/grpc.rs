@@ -25,6 +25,7 @@ use crate::{
         QueryError,
         cache::ReadCache,
         generation::LiveProjection,
+        live::{self, OrderFeed, StreamLimits, WatchStream},
         page_token::{self, OrdersCursor},
         read_model::{OrderView, ReadModel, Until},
         request::{self, ReadAt},
@@ -49,6 +50,8 @@ pub struct QueryService {
     cache: ReadCache,
     /// How long `min_version` reads waited (`orders_read_your_writes_wait_seconds`).
     waits: Histogram,
+    /// How many `WatchOrder` streams may be open.
+    streams: StreamLimits,
 }
 
 impl QueryService {
@@ -72,6 +75,7 @@ impl QueryService {
             stopping,
             cache: ReadCache::new(0),
             waits: histogram(SECONDS_BUCKETS),
+            streams: StreamLimits::default(),
         }
     }
 
@@ -82,6 +86,7 @@ impl QueryService {
             "How long GetOrder with min_version waited for the projection to reach it.",
             self.waits.clone(),
         );
+        self.streams.register(metrics);
         self
     }
 
@@ -97,13 +102,7 @@ impl QueryService {
         read_model: &ReadModel,
         order_id: Uuid,
     ) -> Result<Option<(Arc<OrderView>, Option<DateTime<Utc>>)>, QueryError> {
-        if let Some(hit) = self.cache.get(self.live.generation(), &order_id) {
-            return Ok(Some((hit.view, hit.projected_at)));
-        }
-        Ok(read_model
-            .get_order_fresh(order_id)
-            .await?
-            .map(|(view, at)| (Arc::new(view), at)))
+        live::read_current(&self.cache, &self.live, read_model, order_id).await
     }
 
     /// Runs `read` on the live generation; if its schema vanished meanwhile,
@@ -333,6 +332,30 @@ impl QueryService {
 
 #[tonic::async_trait]
 impl OrderQueries for QueryService {
+    type WatchOrderStream = WatchStream;
+
+    async fn watch_order(
+        &self,
+        request: Request<proto::WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        record_order(&request.get_ref().order_id);
+        let confined = Caller::confinement(&request);
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        let order_id = request::order_id(&request.order_id)?;
+        let ticket = self.streams.admit(peer)?;
+        let feed = OrderFeed {
+            live: self.live.clone(),
+            watch: self.watch.clone(),
+            cache: self.cache.clone(),
+            stopping: self.stopping.clone(),
+            order_id,
+            from_version: request.from_version,
+            confined,
+        };
+        Ok(Response::new(feed.start(ticket)))
+    }
+
     async fn get_order(
         &self,
         request: Request<proto::GetOrderRequest>,
@@ -420,7 +443,7 @@ fn next_token<T>(rows: &mut Vec<T>, size: u32, token: impl FnOnce(&T) -> String)
     rows.last().map(token).unwrap_or_default()
 }
 
-fn freshness(version: u64, projected_at: Option<DateTime<Utc>>) -> proto::Freshness {
+pub(crate) fn freshness(version: u64, projected_at: Option<DateTime<Utc>>) -> proto::Freshness {
     proto::Freshness {
         projected_version: version,
         projected_at: projected_at.map(codec::timestamp),

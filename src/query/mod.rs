@@ -27,6 +27,7 @@ pub mod control;
 pub mod error;
 pub mod generation;
 pub mod grpc;
+pub mod live;
 pub mod liveness;
 pub mod page_token;
 pub mod projector;

@@ -155,45 +155,97 @@ impl ReadModel {
         until: Until,
     ) -> Result<Option<OrderView>, QueryError> {
         let through = match until {
-            Until::Version(version) => to_i64(version),
-            Until::Time(_) => i64::MAX,
+            Until::Version(version) => version,
+            Until::Time(_) => u64::MAX,
         };
-        let rows = sqlx::query!(
-            "SELECT version, payload FROM order_history
-             WHERE order_id = $1 AND version <= $2 ORDER BY version",
-            order_id,
-            through
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut view: Option<OrderView> = None;
-        for row in rows {
-            let version = to_u64(row.version);
-            let (meta, event) = codec::decode_event(&row.payload).map_err(|e| {
-                QueryError::Corrupt(format!("history of {order_id} v{version}: {e}"))
-            })?;
+        let mut view = None;
+        for (version, payload) in self.history_through(order_id, 0, through).await? {
+            let (meta, event) = decode(order_id, version, &payload)?;
             if let Until::Time(at) = until
                 && meta.occurred_at > at
             {
                 break;
             }
-            let current = view.get_or_insert_with(|| OrderView {
-                order_id,
-                order: Order::default(),
-                placed_at: meta.occurred_at,
-                updated_at: meta.occurred_at,
-            });
-            if current.order.version + 1 != version {
-                return Err(QueryError::Corrupt(format!(
-                    "history of {order_id} jumps from v{} to v{version}",
-                    current.order.version
-                )));
-            }
-            current.order = evolve(std::mem::take(&mut current.order), &event);
-            current.updated_at = meta.occurred_at;
+            fold(&mut view, order_id, version, &meta, &event)?;
         }
         Ok(view)
     }
+
+    /// Every version of the order after `base` (the state at some version;
+    /// `None`: before the first) through `through`, each folded from `base`
+    /// with the events after it.
+    pub async fn versions_after(
+        &self,
+        order_id: Uuid,
+        base: Option<&OrderView>,
+        through: u64,
+    ) -> Result<Vec<OrderView>, QueryError> {
+        let after = base.map_or(0, |b| b.order.version);
+        let mut view = base.cloned();
+        let mut views = Vec::new();
+        for (version, payload) in self.history_through(order_id, after, through).await? {
+            let (meta, event) = decode(order_id, version, &payload)?;
+            fold(&mut view, order_id, version, &meta, &event)?;
+            views.extend(view.clone());
+        }
+        Ok(views)
+    }
+
+    /// The order's encoded events with versions in `(after, through]`, oldest first.
+    async fn history_through(
+        &self,
+        order_id: Uuid,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, QueryError> {
+        let rows = sqlx::query!(
+            "SELECT version, payload FROM order_history
+             WHERE order_id = $1 AND version > $2 AND version <= $3 ORDER BY version",
+            order_id,
+            to_i64(after),
+            to_i64(through.min(i64::MAX as u64))
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (to_u64(row.version), row.payload))
+            .collect())
+    }
+}
+
+fn decode(
+    order_id: Uuid,
+    version: u64,
+    payload: &[u8],
+) -> Result<(codec::EventMeta, crate::domain::Event), QueryError> {
+    codec::decode_event(payload)
+        .map_err(|e| QueryError::Corrupt(format!("history of {order_id} v{version}: {e}")))
+}
+
+/// Applies the event of `version` to `view` (`None`: nothing yet).
+fn fold(
+    view: &mut Option<OrderView>,
+    order_id: Uuid,
+    version: u64,
+    meta: &codec::EventMeta,
+    event: &crate::domain::Event,
+) -> Result<(), QueryError> {
+    let current = view.get_or_insert_with(|| OrderView {
+        order_id,
+        order: Order::default(),
+        placed_at: meta.occurred_at,
+        updated_at: meta.occurred_at,
+    });
+    if current.order.version + 1 != version {
+        return Err(QueryError::Corrupt(format!(
+            "history of {order_id} jumps from v{} to v{version}",
+            current.order.version
+        )));
+    }
+    current.order = evolve(std::mem::take(&mut current.order), event);
+    current.updated_at = meta.occurred_at;
+    Ok(())
 }
 
 /// Appends `record`, read from `topic` when it came from Kafka, as a `COPY` row.

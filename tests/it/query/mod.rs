@@ -10,6 +10,7 @@ mod health;
 mod history;
 mod kill;
 mod listing;
+mod live;
 mod poison;
 mod read_your_writes;
 mod redelivery;

@@ -1,0 +1,263 @@
+//! `WatchOrder` on the real stack: every version of a lifecycle once, in
+//! order, ending on SHIPPED, for an order watched before it exists;
+//! resuming with `from_version`; a watch on an instance that projects
+//! nothing itself; a slow reader gets coalesced versions; the error codes.
+
+use std::time::Duration;
+
+use orders::{
+    auth::AuthedChannel,
+    proto::{
+        self, order_commands_client::OrderCommandsClient, order_queries_client::OrderQueriesClient,
+    },
+};
+use tonic::{Code, Streaming, transport::Channel};
+
+use crate::{
+    admin::System,
+    command::{line, place},
+    query::TestQuery,
+    support,
+};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+type Commands = OrderCommandsClient<AuthedChannel>;
+
+async fn watch(
+    reader: &mut OrderQueriesClient<AuthedChannel>,
+    order_id: &str,
+    from_version: u64,
+) -> Streaming<proto::WatchOrderResponse> {
+    reader
+        .watch_order(proto::WatchOrderRequest {
+            order_id: order_id.to_owned(),
+            from_version,
+        })
+        .await
+        .expect("WatchOrder")
+        .into_inner()
+}
+
+/// The next message, or `None` once the stream ended without error.
+async fn next(
+    stream: &mut Streaming<proto::WatchOrderResponse>,
+) -> Option<proto::WatchOrderResponse> {
+    tokio::time::timeout(WITHIN, stream.message())
+        .await
+        .expect("a message or the end within a minute")
+        .expect("no error")
+}
+
+/// Every message until the stream ends.
+async fn drain(
+    stream: &mut Streaming<proto::WatchOrderResponse>,
+) -> Vec<proto::WatchOrderResponse> {
+    let mut all = vec![];
+    while let Some(message) = next(stream).await {
+        all.push(message);
+    }
+    all
+}
+
+fn versions(messages: &[proto::WatchOrderResponse]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m.order.as_ref().unwrap().version)
+        .collect()
+}
+
+async fn add_line(commands: &mut Commands, order_id: &str, product: &str) -> u64 {
+    commands
+        .add_order_line(proto::AddOrderLineRequest {
+            order_id: order_id.to_owned(),
+            line: Some(line(product, 1, 100)),
+            ..Default::default()
+        })
+        .await
+        .expect("AddOrderLine")
+        .into_inner()
+        .version
+}
+
+async fn place_with_id(commands: &mut Commands, order_id: &str) {
+    let mut request = place("live");
+    request.order_id = order_id.to_owned();
+    commands.place_order(request).await.expect("PlaceOrder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_before_the_order_exists_sees_every_version_once_and_ends_on_shipped() {
+    let system = System::new("q_live").await;
+    let command = system.start_command().await;
+    let query = system.start_query().await;
+    let mut commands = command.client.clone();
+    let mut reader = query.client.clone();
+    let order_id = uuid::Uuid::now_v7().to_string();
+
+    let mut stream = watch(&mut reader, &order_id, 1).await;
+    place_with_id(&mut commands, &order_id).await;
+    for product in ["sku-a", "sku-b", "sku-c"] {
+        add_line(&mut commands, &order_id, product).await;
+    }
+    commands
+        .confirm_order(proto::ConfirmOrderRequest {
+            order_id: order_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("ConfirmOrder");
+    commands
+        .ship_order(proto::ShipOrderRequest {
+            order_id: order_id.clone(),
+            tracking_number: "1Z1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ShipOrder");
+
+    let messages = drain(&mut stream).await;
+    assert_eq!(versions(&messages), (1..=6).collect::<Vec<_>>());
+    assert!(messages.iter().all(|m| !m.coalesced));
+    let last = messages.last().unwrap().order.as_ref().unwrap();
+    assert_eq!(last.status, proto::OrderStatus::Shipped as i32);
+    assert_eq!(last.lines.len(), 5);
+
+    // A watch of a shipped order from beyond its last version can never be served.
+    let mut beyond = watch(&mut reader, &order_id, 7).await;
+    let error = tokio::time::timeout(WITHIN, beyond.message())
+        .await
+        .unwrap()
+        .expect_err("past the final version");
+    assert_eq!(error.code(), Code::OutOfRange);
+    let invalid = reader
+        .watch_order(proto::WatchOrderRequest {
+            order_id: "not-a-uuid".into(),
+            from_version: 0,
+        })
+        .await
+        .expect_err("an invalid id");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+
+    query.stop().await;
+    command.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_from_version_after_a_cancel_misses_nothing() {
+    let system = System::new("q_resume").await;
+    let command = system.start_command().await;
+    let query = system.start_query().await;
+    let mut commands = command.client.clone();
+    let mut reader = query.client.clone();
+    let order_id = uuid::Uuid::now_v7().to_string();
+    place_with_id(&mut commands, &order_id).await;
+    add_line(&mut commands, &order_id, "sku-a").await;
+
+    let mut first = watch(&mut reader, &order_id, 1).await;
+    let seen = [
+        next(&mut first).await.unwrap(),
+        next(&mut first).await.unwrap(),
+    ];
+    assert_eq!(versions(&seen), [1, 2]);
+    drop(first);
+
+    add_line(&mut commands, &order_id, "sku-b").await;
+    add_line(&mut commands, &order_id, "sku-c").await;
+    commands
+        .cancel_order(proto::CancelOrderRequest {
+            order_id: order_id.clone(),
+            reason: "resumed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CancelOrder");
+    let mut resumed = watch(&mut reader, &order_id, 3).await;
+    let rest = drain(&mut resumed).await;
+    assert_eq!(versions(&rest), [3, 4, 5]);
+    assert_eq!(
+        rest.last().unwrap().order.as_ref().unwrap().status,
+        proto::OrderStatus::Cancelled as i32
+    );
+
+    query.stop().await;
+    command.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_an_instance_that_projects_nothing_sees_what_another_projects() {
+    let system = System::new("q_live_b").await;
+    let command = system.start_command().await;
+    let projecting = system.start_query().await;
+    let mut settings =
+        support::query_settings(&system.read_url, system.kafka.clone(), &system.group);
+    settings.projector = false;
+    let watching = TestQuery::start(settings).await;
+    let mut commands = command.client.clone();
+    let mut reader = watching.client.clone();
+    let order_id = uuid::Uuid::now_v7().to_string();
+
+    let mut stream = watch(&mut reader, &order_id, 1).await;
+    place_with_id(&mut commands, &order_id).await;
+    add_line(&mut commands, &order_id, "sku-a").await;
+    commands
+        .cancel_order(proto::CancelOrderRequest {
+            order_id: order_id.clone(),
+            reason: "seen elsewhere".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CancelOrder");
+    assert_eq!(versions(&drain(&mut stream).await), [1, 2, 3]);
+
+    watching.stop().await;
+    projecting.stop().await;
+    command.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_does_not_keep_up_gets_the_latest_version_coalesced() {
+    let system = System::new("q_live_slow").await;
+    let command = system.start_command().await;
+    let query = system.start_query().await;
+    let mut commands = command.client.clone();
+    let order_id = uuid::Uuid::now_v7().to_string();
+    place_with_id(&mut commands, &order_id).await;
+
+    // A small HTTP/2 window: the server can hand the connection little more
+    // than one message before this reader reads.
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", query.port))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut reader = OrderQueriesClient::with_interceptor(channel, support::bearer());
+    let mut stream = watch(&mut reader, &order_id, 1).await;
+    let mut last = 1;
+    for i in 0..98 {
+        last = add_line(&mut commands, &order_id, &format!("sku-{i:03}")).await;
+    }
+    let mut messages = vec![];
+    while messages
+        .last()
+        .is_none_or(|m: &proto::WatchOrderResponse| m.order.as_ref().unwrap().version < last)
+    {
+        messages.push(next(&mut stream).await.expect("the stream goes on"));
+    }
+    let seen = versions(&messages);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    assert_eq!(*seen.last().unwrap(), last);
+    assert!(
+        seen.len() < last as usize && messages.iter().any(|m| m.coalesced),
+        "versions were coalesced: {seen:?}"
+    );
+    // Each message either follows the previous version or says it does not.
+    for (previous, message) in seen.iter().zip(&messages[1..]) {
+        let version = message.order.as_ref().unwrap().version;
+        assert!(version == previous + 1 || message.coalesced, "{seen:?}");
+    }
+    drop(stream);
+    query.stop().await;
+    command.stop().await;
+}
