@@ -51,11 +51,14 @@ const RECHECK: Duration = Duration::from_secs(5);
 /// What a `WatchOrder` call returns.
 pub type WatchStream = ReceiverStream<Result<proto::WatchOrderResponse, Status>>;
 
+/// Open streams per connection (by the peer's address).
+type PerConnection = Arc<Mutex<HashMap<SocketAddr, usize>>>;
+
 /// The stream limits of one process.
 #[derive(Debug, Clone)]
 pub struct StreamLimits {
     process: Arc<Semaphore>,
-    per_connection: Arc<Mutex<HashMap<SocketAddr, usize>>>,
+    per_connection: PerConnection,
     connection_max: usize,
     open: Gauge,
 }
@@ -64,7 +67,7 @@ pub struct StreamLimits {
 #[derive(Debug)]
 pub struct Ticket {
     _process: OwnedSemaphorePermit,
-    connection: Option<(SocketAddr, Arc<Mutex<HashMap<SocketAddr, usize>>>)>,
+    connection: Option<(SocketAddr, PerConnection)>,
     open: Gauge,
 }
 
