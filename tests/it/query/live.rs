@@ -261,3 +261,111 @@ async fn a_reader_that_does_not_keep_up_gets_the_latest_version_coalesced() {
     query.stop().await;
     command.stop().await;
 }
+
+/// `VmRSS` and `VmHWM` (peak) of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap()
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The server under test, killed even when an assertion fails.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const WATCHES: usize = 2_000;
+/// Under the servers' HTTP/2 limit of 256 concurrent streams per connection.
+const CONNECTIONS: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_watches_on_one_server_each_see_their_update_in_bounded_memory() {
+    let system = System::new("q_live_many").await;
+    let command = system.start_command().await;
+    let port = crate::admin::free_port();
+    let log = std::env::temp_dir().join(format!("{}.log", support::unique("live_many")));
+    let server = Server(system.spawn(env!("CARGO_BIN_EXE_order-query"), port, &log));
+
+    // One order per watch, placed from 8 tasks.
+    let ids: Vec<String> = (0..WATCHES)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let placing: Vec<_> = ids
+        .chunks(WATCHES / 8)
+        .map(|chunk| {
+            let (mut commands, chunk) = (command.client.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for id in chunk {
+                    place_with_id(&mut commands, &id).await;
+                }
+            })
+        })
+        .collect();
+    for task in placing {
+        task.await.unwrap();
+    }
+
+    // 2,000 streams over 10 connections; each first gets its order at version 1.
+    let mut readers = vec![];
+    for _ in 0..CONNECTIONS {
+        readers.push(super::connect(port).await);
+    }
+    let mut streams = vec![];
+    for (i, id) in ids.iter().enumerate() {
+        streams.push(watch(&mut readers[i % CONNECTIONS], id, 1).await);
+    }
+    for stream in &mut streams {
+        assert_eq!(next(stream).await.unwrap().order.unwrap().version, 1);
+    }
+    let (open_rss, _) = rss_mib(server.0.id());
+
+    // One command per order: every stream sees version 2.
+    let updating: Vec<_> = ids
+        .chunks(WATCHES / 8)
+        .map(|chunk| {
+            let (mut commands, chunk) = (command.client.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for id in chunk {
+                    add_line(&mut commands, &id, "sku-more").await;
+                }
+            })
+        })
+        .collect();
+    for task in updating {
+        task.await.unwrap();
+    }
+    let receiving: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let message = next(&mut stream).await.expect("an update");
+                (message.order.unwrap().version, message.coalesced)
+            })
+        })
+        .collect();
+    for task in receiving {
+        assert_eq!(task.await.unwrap(), (2, false));
+    }
+    let (rss, peak) = rss_mib(server.0.id());
+    eprintln!(
+        "{WATCHES} watches: order-query RSS {open_rss:.1} MiB with the streams open, \
+         {rss:.1} MiB after the updates, peak {peak:.1} MiB"
+    );
+    // The servers' memory budget (DESIGN.md: 64 MiB at steady load), with
+    // room for the debug build the tests run.
+    assert!(peak < 128.0, "peak RSS {peak:.1} MiB");
+    drop(server);
+    command.stop().await;
+}
