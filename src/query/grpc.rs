@@ -294,7 +294,9 @@ impl QueryService {
             .await?
             .ok_or(QueryError::NotFound(order_id))?;
         let size = page_size(request.page_size);
-        let mut rows = read_model.history(order_id, after, size + 1).await?;
+        let mut rows = read_model
+            .history(order_id, after, u64::from(size) + 1)
+            .await?;
         let next_page_token = next_token(&mut rows, size, |&(version, _)| {
             page_token::encode_history(order_id, version)
         });

@@ -122,19 +122,21 @@ pub(super) fn copy_statement() -> String {
 }
 
 impl ReadModel {
-    /// Up to `limit` encoded events of the order with versions above `after_version`, oldest first.
+    /// Up to `limit` encoded events of the order with versions above
+    /// `after_version`, oldest first. Versions are contiguous, so a limit of
+    /// `through - after_version` reads the events through version `through`.
     pub async fn history(
         &self,
         order_id: Uuid,
         after_version: u64,
-        limit: u32,
+        limit: u64,
     ) -> Result<Vec<(u64, Vec<u8>)>, QueryError> {
         let rows = sqlx::query!(
             "SELECT version, payload FROM order_history
              WHERE order_id = $1 AND version > $2 ORDER BY version LIMIT $3",
             order_id,
             to_i64(after_version),
-            i64::from(limit)
+            to_i64(limit.min(i64::MAX as u64))
         )
         .fetch_all(&self.pool)
         .await?;
@@ -159,7 +161,7 @@ impl ReadModel {
             Until::Time(_) => u64::MAX,
         };
         let mut view = None;
-        for (version, payload) in self.history_through(order_id, 0, through).await? {
+        for (version, payload) in self.history(order_id, 0, through).await? {
             let (meta, event) = decode(order_id, version, &payload)?;
             if let Until::Time(at) = until
                 && meta.occurred_at > at
@@ -183,34 +185,15 @@ impl ReadModel {
         let after = base.map_or(0, |b| b.order.version);
         let mut view = base.cloned();
         let mut views = Vec::new();
-        for (version, payload) in self.history_through(order_id, after, through).await? {
+        for (version, payload) in self
+            .history(order_id, after, through.saturating_sub(after))
+            .await?
+        {
             let (meta, event) = decode(order_id, version, &payload)?;
             fold(&mut view, order_id, version, &meta, &event)?;
             views.extend(view.clone());
         }
         Ok(views)
-    }
-
-    /// The order's encoded events with versions in `(after, through]`, oldest first.
-    async fn history_through(
-        &self,
-        order_id: Uuid,
-        after: u64,
-        through: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, QueryError> {
-        let rows = sqlx::query!(
-            "SELECT version, payload FROM order_history
-             WHERE order_id = $1 AND version > $2 AND version <= $3 ORDER BY version",
-            order_id,
-            to_i64(after),
-            to_i64(through.min(i64::MAX as u64))
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| (to_u64(row.version), row.payload))
-            .collect())
     }
 }
 
