@@ -66,6 +66,14 @@ async fn the_projector_applies_a_backlog_in_large_batches() {
     let before = metrics.events_applied_total.get();
     stack.wait_caught_up().await;
     let elapsed = started.elapsed();
+    // The counters move just after the batch's commit, which is what
+    // `wait_caught_up` sees: the last batch may not be counted yet.
+    support::wait_until(super::PROJECTED, "the last batch counted", || {
+        let metrics = metrics.clone();
+        let total = events.len() as u64;
+        async move { metrics.events_applied_total.get() >= total }
+    })
+    .await;
     let applied = metrics.events_applied_total.get();
     assert_eq!(applied, events.len() as u64);
     let batches = metrics.batches_total.get();
