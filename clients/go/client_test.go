@@ -3,7 +3,9 @@ package ordersclient
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -228,5 +230,141 @@ func TestInvalidRequestCarriesBadRequestDetails(t *testing.T) {
 		if fields[f] == "" {
 			t.Errorf("no field violation for %s in %v", f, fields)
 		}
+	}
+}
+
+// watched is one WatchOrder message as "version STATUS", with " coalesced" when set.
+func watched(m *pb.WatchOrderResponse) string {
+	s := fmt.Sprintf("%d %s", m.GetOrder().GetVersion(), m.GetOrder().GetStatus())
+	if m.GetCoalesced() {
+		s += " coalesced"
+	}
+	return s
+}
+
+// readToEnd appends the rest of a WatchOrder stream to got; it fails unless
+// the stream ends with OK (io.EOF), not an error or the deadline.
+func readToEnd(t *testing.T, stream grpc.ServerStreamingClient[pb.WatchOrderResponse], got []*pb.WatchOrderResponse) []*pb.WatchOrderResponse {
+	t.Helper()
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return got
+		}
+		if err != nil {
+			var seen []string
+			for _, g := range got {
+				seen = append(seen, watched(g))
+			}
+			t.Fatalf("WatchOrder ended with %v after %q", err, seen)
+		}
+		got = append(got, m)
+	}
+}
+
+func TestWatchOrderStreamsEachVersionUntilShipped(t *testing.T) {
+	c := dial(t)
+	orderID := newID()
+	placed := call(t, "PlaceOrder", func(ctx context.Context) (*pb.PlaceOrderResponse, error) {
+		return c.cmd.PlaceOrder(ctx, &pb.PlaceOrderRequest{
+			RequestId: newID(), OrderId: orderID, CustomerId: "go-" + newID(), CurrencyCode: "EUR",
+			Lines: []*pb.OrderLine{line("sku-1", 2, 1250), line("sku-2", 1, 999)},
+		})
+	})
+	if placed.GetOrderId() != orderID || placed.GetVersion() != 1 {
+		t.Fatalf("PlaceOrder = %v, want order %s version 1", placed, orderID)
+	}
+
+	// Watch from version 1 before the further commands; reading the first
+	// message shows the stream is being served, so versions 2-4 arrive live.
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	stream, err := c.qry.WatchOrder(ctx, &pb.WatchOrderRequest{OrderId: orderID, FromVersion: 1})
+	if err != nil {
+		t.Fatalf("WatchOrder: %v", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("WatchOrder ended with %v before its first message", err)
+	}
+	if got, want := watched(first), "1 ORDER_STATUS_PLACED"; got != want {
+		t.Fatalf("first message = %q, want %q", got, want)
+	}
+
+	tracking := "TRK-" + newID()[:8]
+	added := call(t, "AddOrderLine", func(ctx context.Context) (*pb.AddOrderLineResponse, error) {
+		return c.cmd.AddOrderLine(ctx, &pb.AddOrderLineRequest{
+			RequestId: newID(), OrderId: orderID, ExpectedVersion: ptr[uint64](1), Line: line("sku-3", 3, 500),
+		})
+	})
+	if added.GetOrderId() != orderID || added.GetVersion() != 2 {
+		t.Fatalf("AddOrderLine = %v, want version 2", added)
+	}
+	confirmed := call(t, "ConfirmOrder", func(ctx context.Context) (*pb.ConfirmOrderResponse, error) {
+		return c.cmd.ConfirmOrder(ctx, &pb.ConfirmOrderRequest{RequestId: newID(), OrderId: orderID, ExpectedVersion: ptr[uint64](2)})
+	})
+	if confirmed.GetOrderId() != orderID || confirmed.GetVersion() != 3 {
+		t.Fatalf("ConfirmOrder = %v, want version 3", confirmed)
+	}
+	shipped := call(t, "ShipOrder", func(ctx context.Context) (*pb.ShipOrderResponse, error) {
+		return c.cmd.ShipOrder(ctx, &pb.ShipOrderRequest{
+			RequestId: newID(), OrderId: orderID, ExpectedVersion: ptr[uint64](3), TrackingNumber: tracking,
+		})
+	})
+	if shipped.GetOrderId() != orderID || shipped.GetVersion() != 4 {
+		t.Fatalf("ShipOrder = %v, want version 4", shipped)
+	}
+
+	// The stream ends by itself (OK) once the order is SHIPPED.
+	got := readToEnd(t, stream, []*pb.WatchOrderResponse{first})
+	var summary, tracked []string
+	var lineCounts []int
+	for _, m := range got {
+		summary = append(summary, watched(m))
+		tracked = append(tracked, m.GetOrder().GetTrackingNumber())
+		lineCounts = append(lineCounts, len(m.GetOrder().GetLines()))
+		if m.GetOrder().GetOrderId() != orderID {
+			t.Errorf("message for order %q, want %s", m.GetOrder().GetOrderId(), orderID)
+		}
+		if m.GetFreshness().GetProjectedVersion() < m.GetOrder().GetVersion() {
+			t.Errorf("version %d with freshness %v: projected_version below it", m.GetOrder().GetVersion(), m.GetFreshness())
+		}
+	}
+	want := []string{
+		"1 ORDER_STATUS_PLACED",
+		"2 ORDER_STATUS_PLACED", // a line added leaves the order PLACED
+		"3 ORDER_STATUS_CONFIRMED",
+		"4 ORDER_STATUS_SHIPPED",
+	}
+	if !slices.Equal(summary, want) {
+		t.Fatalf("WatchOrder sent %q, want %q", summary, want)
+	}
+	if want := []int{2, 3, 3, 3}; !slices.Equal(lineCounts, want) {
+		t.Errorf("line counts = %v, want %v", lineCounts, want)
+	}
+	if want := []string{"", "", "", tracking}; !slices.Equal(tracked, want) {
+		t.Errorf("tracking numbers = %q, want %q", tracked, want)
+	}
+	if total, want := got[3].GetOrder().GetTotalMinor(), int64(2*1250+999+3*500); total != want {
+		t.Errorf("total_minor = %d, want %d", total, want)
+	}
+
+	// Resume: from version 3 on the shipped order, versions 3 and 4, then the end.
+	rctx, rcancel := context.WithTimeout(context.Background(), deadline)
+	defer rcancel()
+	resume, err := c.qry.WatchOrder(rctx, &pb.WatchOrderRequest{OrderId: orderID, FromVersion: 3})
+	if err != nil {
+		t.Fatalf("WatchOrder from version 3: %v", err)
+	}
+	resumed := readToEnd(t, resume, nil)
+	summary = summary[:0]
+	for _, m := range resumed {
+		summary = append(summary, watched(m))
+	}
+	if want := []string{"3 ORDER_STATUS_CONFIRMED", "4 ORDER_STATUS_SHIPPED"}; !slices.Equal(summary, want) {
+		t.Fatalf("WatchOrder from version 3 sent %q, want %q", summary, want)
+	}
+	if tn := resumed[1].GetOrder().GetTrackingNumber(); tn != tracking {
+		t.Errorf("resumed tracking number = %q, want %q", tn, tracking)
 	}
 }

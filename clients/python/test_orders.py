@@ -167,6 +167,97 @@ def test_invalid_request_carries_bad_request_details(cmd, customer_id):
     assert all(fields.values()), fields
 
 
+def _watch_summary(messages) -> list[tuple[int, str, bool]]:
+    """(version, status name, coalesced) per WatchOrder message."""
+    return [(m.order.version, types_pb2.OrderStatus.Name(m.order.status), m.coalesced) for m in messages]
+
+
+def _read_to_end(stream, received: list) -> None:
+    """Appends the rest of a WatchOrder stream to received; fails unless the
+    stream ends with OK (an error or the deadline raises grpc.RpcError)."""
+    try:
+        received.extend(stream)
+    except grpc.RpcError as err:
+        pytest.fail(f"WatchOrder ended with {err.code()}: {err.details()} after {_watch_summary(received)}")
+    assert stream.code() == grpc.StatusCode.OK, (stream.code(), stream.details())
+
+
+def test_watch_order_streams_each_version_until_shipped(cmd, qry, customer_id):
+    order_id = oc.new_id()
+    placed = cmd.PlaceOrder(
+        commands_pb2.PlaceOrderRequest(
+            request_id=oc.new_id(),
+            order_id=order_id,
+            customer_id=customer_id,
+            currency_code="EUR",
+            lines=[line("sku-1", 2, 1250), line("sku-2", 1, 999)],
+        ),
+        timeout=DEADLINE,
+    )
+    assert (placed.order_id, placed.version) == (order_id, 1)
+
+    # Watch from version 1 before the further commands; reading the first
+    # message shows the stream is being served, so versions 2-4 arrive live.
+    stream = qry.WatchOrder(queries_pb2.WatchOrderRequest(order_id=order_id, from_version=1), timeout=DEADLINE)
+    try:
+        try:
+            received = [next(stream)]
+        except grpc.RpcError as err:
+            pytest.fail(f"WatchOrder ended with {err.code()}: {err.details()} before its first message")
+        except StopIteration:
+            pytest.fail(f"WatchOrder ended with {stream.code()} before its first message")
+        assert _watch_summary(received) == [(1, "ORDER_STATUS_PLACED", False)]
+
+        tracking = f"TRK-{oc.new_id()[:8]}"
+        added = cmd.AddOrderLine(
+            commands_pb2.AddOrderLineRequest(
+                request_id=oc.new_id(), order_id=order_id, expected_version=1, line=line("sku-3", 3, 500)
+            ),
+            timeout=DEADLINE,
+        )
+        assert (added.order_id, added.version) == (order_id, 2)
+        confirmed = cmd.ConfirmOrder(
+            commands_pb2.ConfirmOrderRequest(request_id=oc.new_id(), order_id=order_id, expected_version=2),
+            timeout=DEADLINE,
+        )
+        assert (confirmed.order_id, confirmed.version) == (order_id, 3)
+        shipped = cmd.ShipOrder(
+            commands_pb2.ShipOrderRequest(
+                request_id=oc.new_id(), order_id=order_id, expected_version=3, tracking_number=tracking
+            ),
+            timeout=DEADLINE,
+        )
+        assert (shipped.order_id, shipped.version) == (order_id, 4)
+
+        # The stream ends by itself (OK) once the order is SHIPPED.
+        _read_to_end(stream, received)
+    finally:
+        stream.cancel()  # a no-op once the stream has ended; frees it if an assertion failed
+    assert _watch_summary(received) == [
+        (1, "ORDER_STATUS_PLACED", False),
+        (2, "ORDER_STATUS_PLACED", False),  # a line added leaves the order PLACED
+        (3, "ORDER_STATUS_CONFIRMED", False),
+        (4, "ORDER_STATUS_SHIPPED", False),
+    ]
+    assert all(m.order.order_id == order_id for m in received)
+    assert [len(m.order.lines) for m in received] == [2, 3, 3, 3]
+    assert [m.order.tracking_number for m in received] == ["", "", "", tracking]
+    assert received[-1].order.total_minor == 2 * 1250 + 999 + 3 * 500
+    assert all(m.freshness.projected_version >= m.order.version for m in received)
+
+    # Resume: from version 3 on the shipped order, versions 3 and 4, then the end.
+    resumed: list = []
+    _read_to_end(
+        qry.WatchOrder(queries_pb2.WatchOrderRequest(order_id=order_id, from_version=3), timeout=DEADLINE),
+        resumed,
+    )
+    assert _watch_summary(resumed) == [
+        (3, "ORDER_STATUS_CONFIRMED", False),
+        (4, "ORDER_STATUS_SHIPPED", False),
+    ]
+    assert resumed[-1].order.tracking_number == tracking
+
+
 def _auth_enforced() -> bool:
     """ORDERS_AUTH_ENFORCED: "1" when the servers require a token (scripts/clients
     sets it by default), "0" or unset when they do not."""

@@ -25,7 +25,9 @@ use crate::{
         QueryError,
         cache::ReadCache,
         generation::LiveProjection,
-        live::{self, OrderFeed, StreamLimits, WatchStream},
+        live::{
+            self, CustomerFeed, OrderFeed, Sources, StreamLimits, WatchOrdersStream, WatchStream,
+        },
         page_token::{self, OrdersCursor},
         read_model::{OrderView, ReadModel, Until},
         request::{self, ReadAt},
@@ -50,7 +52,7 @@ pub struct QueryService {
     cache: ReadCache,
     /// How long `min_version` reads waited (`orders_read_your_writes_wait_seconds`).
     waits: Histogram,
-    /// How many `WatchOrder` streams may be open.
+    /// How many `WatchOrder` and `WatchOrders` streams may be open.
     streams: StreamLimits,
 }
 
@@ -94,6 +96,16 @@ impl QueryService {
     pub fn with_cache(mut self, cache: ReadCache) -> Self {
         self.cache = cache;
         self
+    }
+
+    /// What a stream reads with and listens to.
+    fn sources(&self) -> Sources {
+        Sources {
+            live: self.live.clone(),
+            watch: self.watch.clone(),
+            cache: self.cache.clone(),
+            stopping: self.stopping.clone(),
+        }
     }
 
     /// The order from the cache, else from `read_model`, with the projection's freshness.
@@ -347,13 +359,28 @@ impl OrderQueries for QueryService {
         let order_id = request::order_id(&request.order_id)?;
         let ticket = self.streams.admit(peer)?;
         let feed = OrderFeed {
-            live: self.live.clone(),
-            watch: self.watch.clone(),
-            cache: self.cache.clone(),
-            stopping: self.stopping.clone(),
+            sources: self.sources(),
             order_id,
             from_version: request.from_version,
             confined,
+        };
+        Ok(Response::new(feed.start(ticket)))
+    }
+
+    type WatchOrdersStream = WatchOrdersStream;
+
+    async fn watch_orders(
+        &self,
+        request: Request<proto::WatchOrdersRequest>,
+    ) -> Result<Response<Self::WatchOrdersStream>, Status> {
+        let confined = Caller::confinement(&request);
+        let peer = request.remote_addr();
+        let (customer, status) = request::watch_orders(request.get_ref(), confined.as_ref())?;
+        let ticket = self.streams.admit(peer)?;
+        let feed = CustomerFeed {
+            sources: self.sources(),
+            customer,
+            status,
         };
         Ok(Response::new(feed.start(ticket)))
     }

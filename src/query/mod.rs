@@ -14,12 +14,16 @@
 //!   rebuild fills a new generation beside the live one and switches atomically.
 //! - `cache`: recently projected orders served without a database round trip.
 //! - `liveness`: tells a projector consumer that librdkafka has wedged.
-//! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters.
+//! - `announce`: what a projector commit announces and its NOTIFY payload form.
+//! - `watch`: LISTEN/NOTIFY fan-out that wakes read-your-writes waiters and
+//!   the streams of `live`.
+//! - `live`: `WatchOrder` and `WatchOrders` streams and their limits.
 //! - `watchdog`: tells a stalled projection (lag, positions standing still) for health.
 //! - `segments`: the bounded map of orders the kept states and the cache use.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 //! - `request`: the query requests parsed at the edge (pure).
 
+pub mod announce;
 pub mod app;
 pub mod apply;
 pub mod cache;

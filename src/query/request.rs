@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     codec,
-    domain::{CustomerId, OrderId},
+    domain::{CustomerId, OrderId, OrderStatus},
     proto,
     query::{
         QueryError,
@@ -107,6 +107,25 @@ pub fn list_orders(
     Ok((filter, cursor))
 }
 
+/// The customer and status of a `WatchOrders` call. A caller `confined` to a
+/// customer watches that customer's orders, whatever the request names.
+pub fn watch_orders(
+    request: &proto::WatchOrdersRequest,
+    confined: Option<&CustomerId>,
+) -> Result<(CustomerId, Option<OrderStatus>), QueryError> {
+    let customer = match confined {
+        Some(customer) => customer.clone(),
+        None if request.customer_id.is_empty() => {
+            return Err(QueryError::invalid("customer_id", "is required"));
+        }
+        None => CustomerId::parse(&request.customer_id)
+            .map_err(|e| QueryError::invalid("customer_id", e.0))?,
+    };
+    let status = proto::OrderStatus::try_from(request.status)
+        .map_err(|_| QueryError::invalid("status", "is not an OrderStatus"))?;
+    Ok((customer, codec::status_from_proto(status)))
+}
+
 /// The order of a `GetOrderHistory` call and the version its page starts after.
 pub fn history(request: &proto::GetOrderHistoryRequest) -> Result<(Uuid, u64), QueryError> {
     let order_id = order_id(&request.order_id)?;
@@ -133,6 +152,40 @@ mod tests {
             min_version,
             as_of_version,
             as_of_time,
+        }
+    }
+
+    #[test]
+    fn a_watch_of_orders_names_a_customer_unless_the_caller_is_confined_to_one() {
+        let watch = |customer: &str, status: proto::OrderStatus| proto::WatchOrdersRequest {
+            customer_id: customer.into(),
+            status: status as i32,
+        };
+        let own = CustomerId::parse("own").unwrap();
+        assert_eq!(
+            watch_orders(&watch("c-1", proto::OrderStatus::Placed), None).unwrap(),
+            (CustomerId::parse("c-1").unwrap(), Some(OrderStatus::Placed))
+        );
+        assert_eq!(
+            watch_orders(&watch("c-1", proto::OrderStatus::Unspecified), Some(&own)).unwrap(),
+            (own.clone(), None)
+        );
+        assert_eq!(
+            watch_orders(&watch("", proto::OrderStatus::Unspecified), Some(&own)).unwrap(),
+            (own, None)
+        );
+        for bad in [
+            watch("", proto::OrderStatus::Unspecified),
+            watch("\u{7}", proto::OrderStatus::Unspecified),
+            proto::WatchOrdersRequest {
+                customer_id: "c-1".into(),
+                status: 99,
+            },
+        ] {
+            assert!(matches!(
+                watch_orders(&bad, None),
+                Err(QueryError::InvalidArgument { .. })
+            ));
         }
     }
 

@@ -1,7 +1,8 @@
 //! Read-your-writes wake-ups and generation switches. One `PgListener` per
-//! process listens on the live projection's NOTIFY channel and fans
-//! `order_id:version` announcements out to the requests waiting for those
-//! orders; nobody polls for those.
+//! process listens on the live projection's NOTIFY channel and fans the
+//! announcements (`announce`) out to the requests waiting for those orders
+//! and to the `WatchOrders` streams of those orders' customers; nobody polls
+//! for those.
 //!
 //! A waiter subscribes *before* it reads the projected version, so a commit
 //! that lands between its read and its wait still wakes it. When the listener
@@ -15,28 +16,99 @@
 //! few seconds, in case a notification was lost.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::query::{
+    announce::{self, Announced, CustomerKey},
     generation::{GENERATION_CHANNEL, LiveProjection},
-    read_model::parse_notification,
 };
 
 /// How often the control table is re-read even without a notification.
 const GENERATION_RECHECK: Duration = Duration::from_secs(5);
+/// Changed orders one customer subscription holds at most; beyond, it is told
+/// to re-read everything instead.
+pub const INBOX_MAX: usize = 1_024;
 
-/// Orders that requests are waiting on, each with a wake-up channel.
+/// Orders that requests are waiting on, each with a wake-up channel, and the
+/// customers that streams watch, each with their inboxes.
 #[derive(Debug, Clone, Default)]
 pub struct ProjectionWatch {
     waiting: Arc<Mutex<HashMap<Uuid, watch::Sender<u64>>>>,
+    customers: Arc<Mutex<HashMap<CustomerKey, Vec<Arc<Inbox>>>>>,
+}
+
+/// What one customer subscription has been told since it last looked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Orders of the customer (or of one sharing its key) that changed.
+    pub orders: HashSet<Uuid>,
+    /// Announcements may have been missed, or too many came: re-read all.
+    pub everything: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inbox {
+    changed: Mutex<Changed>,
+    notify: Notify,
+}
+
+impl Inbox {
+    fn push(&self, order_id: Option<Uuid>) {
+        {
+            let mut changed = self.changed.lock().expect("inbox lock");
+            match order_id {
+                Some(_) if changed.everything => {}
+                Some(id) if changed.orders.len() < INBOX_MAX => {
+                    changed.orders.insert(id);
+                }
+                _ => {
+                    changed.orders = HashSet::new();
+                    changed.everything = true;
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+}
+
+/// Interest in one customer's orders; dropping it unregisters.
+#[derive(Debug)]
+pub struct CustomerSubscription {
+    key: CustomerKey,
+    inbox: Arc<Inbox>,
+    watch: ProjectionWatch,
+}
+
+impl CustomerSubscription {
+    /// Resolves once something was announced since the last `take`.
+    pub async fn changed(&self) {
+        self.inbox.notify.notified().await;
+    }
+
+    /// What was announced since the last `take`, emptying the inbox.
+    pub fn take(&self) -> Changed {
+        std::mem::take(&mut *self.inbox.changed.lock().expect("inbox lock"))
+    }
+}
+
+impl Drop for CustomerSubscription {
+    fn drop(&mut self) {
+        let mut customers = self.watch.customers.lock().expect("watch lock");
+        if let Some(inboxes) = customers.get_mut(&self.key) {
+            inboxes.retain(|inbox| !Arc::ptr_eq(inbox, &self.inbox));
+            if inboxes.is_empty() {
+                customers.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Interest in one order; dropping it unregisters.
@@ -86,26 +158,55 @@ impl ProjectionWatch {
         }
     }
 
-    /// Wakes the waiters of the orders in one NOTIFY payload.
+    /// Registers interest in the orders of the customer with `key`; do this
+    /// before reading them.
+    pub fn subscribe_customer(&self, key: CustomerKey) -> CustomerSubscription {
+        let inbox = Arc::new(Inbox::default());
+        self.customers
+            .lock()
+            .expect("watch lock")
+            .entry(key)
+            .or_default()
+            .push(inbox.clone());
+        CustomerSubscription {
+            key,
+            inbox,
+            watch: self.clone(),
+        }
+    }
+
+    /// Wakes the waiters of the orders and customers in one NOTIFY payload.
     pub fn announce(&self, payload: &str) {
-        self.wake(parse_notification(payload));
+        self.wake(announce::parse(payload));
     }
 
-    /// Wakes the waiters of these orders (a commit of this process's projector).
-    pub fn announce_versions(&self, versions: &[(Uuid, u64)]) {
-        self.wake(versions.iter().copied());
+    /// Wakes the waiters of these orders and customers (a commit of this
+    /// process's projector).
+    pub fn announce_changes(&self, changes: &[Announced]) {
+        self.wake(changes.iter().copied());
     }
 
-    /// Wakes the waiters of each order with at least its version (nothing is
-    /// parsed while nobody waits).
-    fn wake(&self, versions: impl Iterator<Item = (Uuid, u64)>) {
+    /// Wakes the waiters of each order with at least its version, and the
+    /// subscriptions of each order's customer (nothing is parsed while
+    /// nobody waits).
+    fn wake(&self, announced: impl Iterator<Item = Announced>) {
         let waiting = self.waiting.lock().expect("watch lock");
-        if waiting.is_empty() {
+        let customers = self.customers.lock().expect("watch lock");
+        if waiting.is_empty() && customers.is_empty() {
             return;
         }
-        for (order_id, version) in versions {
-            if let Some(sender) = waiting.get(&order_id) {
-                sender.send_modify(|v| *v = (*v).max(version));
+        for entry in announced {
+            match entry {
+                Announced::Version(order_id, version) => {
+                    if let Some(sender) = waiting.get(&order_id) {
+                        sender.send_modify(|v| *v = (*v).max(version));
+                    }
+                }
+                Announced::Customer(order_id, key) => {
+                    for inbox in customers.get(&key).into_iter().flatten() {
+                        inbox.push(Some(order_id));
+                    }
+                }
             }
         }
     }
@@ -114,6 +215,15 @@ impl ProjectionWatch {
     pub fn wake_all(&self) {
         for sender in self.waiting.lock().expect("watch lock").values() {
             sender.send_modify(|_| {});
+        }
+        for inbox in self
+            .customers
+            .lock()
+            .expect("watch lock")
+            .values()
+            .flatten()
+        {
+            inbox.push(None);
         }
     }
 
@@ -267,6 +377,51 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), on_a.changed())
             .await
             .expect("the earlier announcement is seen");
+    }
+
+    #[tokio::test]
+    async fn a_customer_subscription_collects_its_changed_orders_until_taken() {
+        let watch = ProjectionWatch::default();
+        let customer = crate::domain::CustomerId::parse("c-1").unwrap();
+        let key = CustomerKey::of(&customer);
+        let inbox = watch.subscribe_customer(key);
+        let other = watch.subscribe_customer(CustomerKey::of(
+            &crate::domain::CustomerId::parse("c-2").unwrap(),
+        ));
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let changes: Vec<Announced> = [(a, 1), (b, 1), (a, 2)]
+            .into_iter()
+            .flat_map(|(id, v)| Announced::change(id, v, Some(&customer)))
+            .collect();
+        watch.announce_changes(&changes);
+        tokio::time::timeout(Duration::from_secs(1), inbox.changed())
+            .await
+            .expect("woken");
+        assert_eq!(
+            inbox.take(),
+            Changed {
+                orders: HashSet::from([a, b]),
+                everything: false
+            }
+        );
+        assert_eq!(inbox.take(), Changed::default(), "taking empties it");
+        assert_eq!(
+            other.take(),
+            Changed::default(),
+            "another customer's is untouched"
+        );
+
+        // Too many changes at once become one "re-read everything".
+        let many: Vec<Announced> = (0..=INBOX_MAX)
+            .flat_map(|v| Announced::change(Uuid::now_v7(), v as u64, Some(&customer)))
+            .collect();
+        watch.announce_changes(&many);
+        let changed = inbox.take();
+        assert!(changed.everything && changed.orders.is_empty());
+        watch.wake_all();
+        assert!(other.take().everything, "a lost connection re-reads all");
+        drop((inbox, other));
+        assert!(watch.customers.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -281,6 +281,33 @@ async fn a_customer_confined_token_finds_other_customers_orders_absent() {
         [mine.order_id.as_str()],
         "only its own customer's orders"
     );
+    // A watch of the other customer's orders watches its own.
+    let mut watched = reader
+        .watch_orders(proto::WatchOrdersRequest {
+            customer_id: "cust-b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("WatchOrders")
+        .into_inner();
+    let mut sent = vec![];
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), watched.message())
+            .await
+            .expect("the snapshot within 30 s")
+            .expect("no error")
+            .expect("the stream goes on");
+        if message.snapshot_complete {
+            break;
+        }
+        sent.push(message.order.unwrap().order_id);
+    }
+    assert_eq!(
+        sent,
+        std::slice::from_ref(&mine.order_id),
+        "only its own orders"
+    );
+    drop(watched);
     reader
         .get_order_history(proto::GetOrderHistoryRequest {
             order_id: mine.order_id.clone(),

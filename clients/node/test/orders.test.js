@@ -140,3 +140,98 @@ test('an invalid request is INVALID_ARGUMENT with google.rpc.BadRequest details'
   assert.ok(fields.currency_code, `no violation for currency_code in ${JSON.stringify(fields)}`);
   assert.ok(fields['lines[0].quantity'], `no violation for lines[0].quantity in ${JSON.stringify(fields)}`);
 });
+
+// [version, status, coalesced] per WatchOrder message.
+const watched = (messages) => messages.map((m) => [m.order.version, m.order.status, m.coalesced]);
+
+// A WatchOrder stream (with the deadline), read through its async iterator;
+// `ended` resolves with the final status, OK or not.
+function watchOrder(request) {
+  const stream = oc.serverStream(qry, 'watchOrder', request);
+  const ended = new Promise((resolve) => stream.on('status', resolve));
+  return { stream, messages: stream[Symbol.asyncIterator](), ended };
+}
+
+// Appends the rest of a watch to `received`; fails unless it ends with OK.
+async function readToEnd({ messages, ended }, received) {
+  try {
+    for (let r = await messages.next(); !r.done; r = await messages.next()) received.push(r.value);
+  } catch (err) {
+    assert.fail(`WatchOrder ended with ${err.code} (${err.details}) after ${JSON.stringify(watched(received))}`);
+  }
+  const end = await ended;
+  assert.equal(end.code, status.OK, `WatchOrder ended with ${end.code} (${end.details})`);
+  return received;
+}
+
+test('WatchOrder streams each version until shipped, and resumes from a version', async () => {
+  const orderId = oc.newId();
+  const placed = await oc.call(cmd, 'placeOrder', {
+    requestId: oc.newId(),
+    orderId,
+    customerId,
+    currencyCode: 'EUR',
+    lines: [line('sku-1', 2, 1250), line('sku-2', 1, 999)],
+  });
+  assert.deepEqual(placed, { orderId, version: '1' });
+
+  // Watch from version 1 before the further commands; reading the first
+  // message shows the stream is being served, so versions 2-4 arrive live.
+  const watch = watchOrder({ orderId, fromVersion: 1 });
+  const tracking = `TRK-${oc.newId().slice(0, 8)}`;
+  const received = [];
+  try {
+    const first = await watch.messages.next().catch((err) =>
+      assert.fail(`WatchOrder ended with ${err.code} (${err.details}) before its first message`),
+    );
+    assert.ok(!first.done, 'WatchOrder ended before its first message');
+    received.push(first.value);
+    assert.deepEqual(watched(received), [['1', 'ORDER_STATUS_PLACED', false]]);
+
+    const added = await oc.call(cmd, 'addOrderLine', {
+      requestId: oc.newId(),
+      orderId,
+      expectedVersion: 1,
+      line: line('sku-3', 3, 500),
+    });
+    assert.deepEqual(added, { orderId, version: '2' });
+    const confirmed = await oc.call(cmd, 'confirmOrder', { requestId: oc.newId(), orderId, expectedVersion: 2 });
+    assert.deepEqual(confirmed, { orderId, version: '3' });
+    const shipped = await oc.call(cmd, 'shipOrder', {
+      requestId: oc.newId(),
+      orderId,
+      expectedVersion: 3,
+      trackingNumber: tracking,
+    });
+    assert.deepEqual(shipped, { orderId, version: '4' });
+
+    // The stream ends by itself (OK) once the order is SHIPPED.
+    await readToEnd(watch, received);
+  } finally {
+    watch.stream.cancel(); // a no-op once the stream has ended; frees it if an assertion failed
+  }
+  assert.deepEqual(watched(received), [
+    ['1', 'ORDER_STATUS_PLACED', false],
+    ['2', 'ORDER_STATUS_PLACED', false], // a line added leaves the order PLACED
+    ['3', 'ORDER_STATUS_CONFIRMED', false],
+    ['4', 'ORDER_STATUS_SHIPPED', false],
+  ]);
+  assert.ok(received.every((m) => m.order.orderId === orderId));
+  assert.deepEqual(received.map((m) => m.order.lines.length), [2, 3, 3, 3]);
+  assert.deepEqual(received.map((m) => m.order.trackingNumber), ['', '', '', tracking]);
+  assert.equal(received[3].order.totalMinor, String(2 * 1250 + 999 + 3 * 500));
+  for (const m of received) {
+    assert.ok(
+      BigInt(m.freshness.projectedVersion) >= BigInt(m.order.version),
+      `version ${m.order.version} with freshness ${JSON.stringify(m.freshness)}`,
+    );
+  }
+
+  // Resume: from version 3 on the shipped order, versions 3 and 4, then the end.
+  const resumed = await readToEnd(watchOrder({ orderId, fromVersion: 3 }), []);
+  assert.deepEqual(watched(resumed), [
+    ['3', 'ORDER_STATUS_CONFIRMED', false],
+    ['4', 'ORDER_STATUS_SHIPPED', false],
+  ]);
+  assert.equal(resumed[1].order.trackingNumber, tracking);
+});

@@ -20,6 +20,7 @@ use super::{BatchSummary, Projector, ProjectorMetrics, StepOutcome, Target, metr
 use crate::{
     query::{
         QueryError,
+        announce::Announced,
         apply::{self, Incoming, Mode, Outcome, Timings},
     },
     telemetry,
@@ -151,9 +152,15 @@ impl Projector {
                 summary.add(counts);
                 summary.orders = orders;
                 let notifying = Instant::now();
-                let versions: Vec<(Uuid, u64)> = changed
+                let announced: Vec<Announced> = changed
                     .iter()
-                    .map(|view| (view.order_id, view.order.version))
+                    .flat_map(|view| {
+                        Announced::change(
+                            view.order_id,
+                            view.order.version,
+                            view.order.customer_id.as_ref(),
+                        )
+                    })
                     .collect();
                 if let Some(delay) = self.cache_fill_delay {
                     tokio::time::sleep(delay).await;
@@ -162,7 +169,7 @@ impl Projector {
                 self.cache
                     .committed(generation, &begun, changed, chrono::Utc::now());
                 if let Some(watch) = &self.announce {
-                    watch.announce_versions(&versions);
+                    watch.announce_changes(&announced);
                 }
                 self.metrics.phase(Phase::Notify, notifying.elapsed());
             }

@@ -16,10 +16,7 @@ use super::{
     parked::{self, DeadLetter, ParkedEvent},
     to_i64,
 };
-use crate::query::{QueryError, control::WriteCondition};
-
-/// Longest payload of one NOTIFY; PostgreSQL's limit is 8000 bytes.
-const NOTIFY_PAYLOAD_MAX: usize = 7_000;
+use crate::query::{QueryError, announce, control::WriteCondition};
 
 /// SQLSTATE `apply_batch` raises when another owner moved a position.
 const FENCED: &str = "OR001";
@@ -80,34 +77,6 @@ fn outcome(result: Result<Applied, QueryError>) -> Result<Applied, QueryError> {
         },
         other => other,
     }
-}
-
-/// `order_id:version[,…]` payloads of at most `NOTIFY_PAYLOAD_MAX` bytes.
-fn notify_payloads(orders: &[(&OrderView, u64)]) -> Vec<String> {
-    let mut payloads: Vec<String> = vec![];
-    let mut current = String::new();
-    for (view, _) in orders {
-        let pair = format!("{}:{}", view.order_id, view.order.version);
-        if !current.is_empty() && current.len() + 1 + pair.len() > NOTIFY_PAYLOAD_MAX {
-            payloads.push(std::mem::take(&mut current));
-        }
-        if !current.is_empty() {
-            current.push(',');
-        }
-        current.push_str(&pair);
-    }
-    if !current.is_empty() {
-        payloads.push(current);
-    }
-    payloads
-}
-
-/// Parses `order_id:version[,order_id:version…]`, skipping malformed pairs.
-pub fn parse_notification(payload: &str) -> impl Iterator<Item = (Uuid, u64)> + '_ {
-    payload.split(',').filter_map(|pair| {
-        let (id, version) = pair.split_once(':')?;
-        Some((Uuid::parse_str(id).ok()?, version.parse().ok()?))
-    })
 }
 
 /// Runs `apply_batch` for `write` on `executor`; history goes with it unless
@@ -214,7 +183,13 @@ async fn call<'e>(
         to_i64(write.applied),
         read_model.channel(),
         &if write.notify {
-            notify_payloads(orders)
+            announce::payloads(orders.iter().map(|(view, _)| {
+                (
+                    view.order_id,
+                    view.order.version,
+                    view.order.customer_id.as_ref(),
+                )
+            }))
         } else {
             vec![]
         },
@@ -299,20 +274,4 @@ async fn copy_in(
     }
     copy.finish().await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notifications_parse_back_and_skip_garbage() {
-        let a = Uuid::now_v7();
-        let b = Uuid::now_v7();
-        let payload = format!("{a}:3,junk,{b}:x,{b}:12");
-        assert_eq!(
-            parse_notification(&payload).collect::<Vec<_>>(),
-            vec![(a, 3), (b, 12)]
-        );
-    }
 }

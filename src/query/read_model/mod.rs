@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Executor, PgPool};
 use uuid::Uuid;
 
-pub use batch::{Applied, BatchWrite, parse_notification};
+pub use batch::{Applied, BatchWrite};
 pub use history::{EventOrigin, HistoryRecord, Until};
 pub use orders::{OrderView, status_name};
 pub use parked::{DeadLetter, ParkedEvent, StoredDeadLetter};

@@ -20,11 +20,11 @@ use crate::{
     support,
 };
 
-const WITHIN: Duration = Duration::from_secs(60);
+pub(super) const WITHIN: Duration = Duration::from_secs(60);
 
-type Commands = OrderCommandsClient<AuthedChannel>;
+pub(super) type Commands = OrderCommandsClient<AuthedChannel>;
 
-async fn watch(
+pub(super) async fn watch(
     reader: &mut OrderQueriesClient<AuthedChannel>,
     order_id: &str,
     from_version: u64,
@@ -40,7 +40,7 @@ async fn watch(
 }
 
 /// The next message, or `None` once the stream ended without error.
-async fn next(
+pub(super) async fn next(
     stream: &mut Streaming<proto::WatchOrderResponse>,
 ) -> Option<proto::WatchOrderResponse> {
     tokio::time::timeout(WITHIN, stream.message())
@@ -50,7 +50,7 @@ async fn next(
 }
 
 /// Every message until the stream ends.
-async fn drain(
+pub(super) async fn drain(
     stream: &mut Streaming<proto::WatchOrderResponse>,
 ) -> Vec<proto::WatchOrderResponse> {
     let mut all = vec![];
@@ -60,14 +60,14 @@ async fn drain(
     all
 }
 
-fn versions(messages: &[proto::WatchOrderResponse]) -> Vec<u64> {
+pub(super) fn versions(messages: &[proto::WatchOrderResponse]) -> Vec<u64> {
     messages
         .iter()
         .map(|m| m.order.as_ref().unwrap().version)
         .collect()
 }
 
-async fn add_line(commands: &mut Commands, order_id: &str, product: &str) -> u64 {
+pub(super) async fn add_line(commands: &mut Commands, order_id: &str, product: &str) -> u64 {
     commands
         .add_order_line(proto::AddOrderLineRequest {
             order_id: order_id.to_owned(),
@@ -80,7 +80,40 @@ async fn add_line(commands: &mut Commands, order_id: &str, product: &str) -> u64
         .version
 }
 
-async fn place_with_id(commands: &mut Commands, order_id: &str) {
+pub(super) async fn confirm(commands: &mut Commands, order_id: &str) -> u64 {
+    commands
+        .confirm_order(proto::ConfirmOrderRequest {
+            order_id: order_id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("ConfirmOrder")
+        .into_inner()
+        .version
+}
+
+pub(super) async fn ship(commands: &mut Commands, order_id: &str, tracking: &str) -> u64 {
+    commands
+        .ship_order(proto::ShipOrderRequest {
+            order_id: order_id.to_owned(),
+            tracking_number: tracking.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("ShipOrder")
+        .into_inner()
+        .version
+}
+
+/// A query instance of `system` that serves reads and projects nothing.
+pub(super) async fn start_reader_only(system: &System) -> TestQuery {
+    let mut settings =
+        support::query_settings(&system.read_url, system.kafka.clone(), &system.group);
+    settings.projector = false;
+    TestQuery::start(settings).await
+}
+
+pub(super) async fn place_with_id(commands: &mut Commands, order_id: &str) {
     let mut request = place("live");
     request.order_id = order_id.to_owned();
     commands.place_order(request).await.expect("PlaceOrder");
@@ -100,21 +133,8 @@ async fn a_watch_from_before_the_order_exists_sees_every_version_once_and_ends_o
     for product in ["sku-a", "sku-b", "sku-c"] {
         add_line(&mut commands, &order_id, product).await;
     }
-    commands
-        .confirm_order(proto::ConfirmOrderRequest {
-            order_id: order_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("ConfirmOrder");
-    commands
-        .ship_order(proto::ShipOrderRequest {
-            order_id: order_id.clone(),
-            tracking_number: "1Z1".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("ShipOrder");
+    confirm(&mut commands, &order_id).await;
+    ship(&mut commands, &order_id, "1Z1").await;
 
     let messages = drain(&mut stream).await;
     assert_eq!(versions(&messages), (1..=6).collect::<Vec<_>>());
@@ -189,10 +209,7 @@ async fn a_watch_on_an_instance_that_projects_nothing_sees_what_another_projects
     let system = System::new("q_live_b").await;
     let command = system.start_command().await;
     let projecting = system.start_query().await;
-    let mut settings =
-        support::query_settings(&system.read_url, system.kafka.clone(), &system.group);
-    settings.projector = false;
-    let watching = TestQuery::start(settings).await;
+    let watching = start_reader_only(&system).await;
     let mut commands = command.client.clone();
     let mut reader = watching.client.clone();
     let order_id = uuid::Uuid::now_v7().to_string();

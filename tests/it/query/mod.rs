@@ -11,6 +11,8 @@ mod history;
 mod kill;
 mod listing;
 mod live;
+mod live_list;
+mod live_resume;
 mod poison;
 mod read_your_writes;
 mod redelivery;

@@ -7,9 +7,12 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.google.rpc.BadRequest;
+import io.grpc.Context;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import java.util.ArrayList;
+import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
@@ -23,6 +26,8 @@ import orders.v1.Commands.ConfirmOrderRequest;
 import orders.v1.Commands.ConfirmOrderResponse;
 import orders.v1.Commands.PlaceOrderRequest;
 import orders.v1.Commands.PlaceOrderResponse;
+import orders.v1.Commands.ShipOrderRequest;
+import orders.v1.Commands.ShipOrderResponse;
 import orders.v1.Events.OrderEvent;
 import orders.v1.OrderCommandsGrpc;
 import orders.v1.OrderQueriesGrpc;
@@ -33,6 +38,8 @@ import orders.v1.Queries.GetOrderResponse;
 import orders.v1.Queries.ListOrdersRequest;
 import orders.v1.Queries.ListOrdersResponse;
 import orders.v1.Queries.Order;
+import orders.v1.Queries.WatchOrderRequest;
+import orders.v1.Queries.WatchOrderResponse;
 import orders.v1.Types.OrderLine;
 import orders.v1.Types.OrderStatus;
 import org.junit.jupiter.api.AfterAll;
@@ -241,5 +248,135 @@ class GoldenFlowTest {
     assertNotNull(fields.get("currency_code"), () -> "no violation for currency_code: " + fields);
     assertNotNull(
         fields.get("lines[0].quantity"), () -> "no violation for lines[0].quantity: " + fields);
+  }
+
+  /** "version STATUS" per WatchOrder message, with " coalesced" when set. */
+  private static List<String> watched(List<WatchOrderResponse> messages) {
+    return messages.stream()
+        .map(
+            m ->
+                m.getOrder().getVersion()
+                    + " "
+                    + m.getOrder().getStatus()
+                    + (m.getCoalesced() ? " coalesced" : ""))
+        .collect(Collectors.toList());
+  }
+
+  /**
+   * Appends the rest of a WatchOrder stream to received; fails unless the stream ends with OK (the
+   * blocking iterator throws on an error or the deadline).
+   */
+  private static List<WatchOrderResponse> readToEnd(
+      Iterator<WatchOrderResponse> stream, List<WatchOrderResponse> received) {
+    try {
+      stream.forEachRemaining(received::add);
+    } catch (StatusRuntimeException e) {
+      throw new AssertionError(
+          "WatchOrder ended with " + e.getStatus() + " after " + watched(received), e);
+    }
+    return received;
+  }
+
+  @Test
+  void watchOrderStreamsEachVersionUntilShippedAndResumes() throws Exception {
+    String orderId = newId();
+    PlaceOrderResponse placed =
+        cmd().placeOrder(
+                PlaceOrderRequest.newBuilder()
+                    .setRequestId(newId())
+                    .setOrderId(orderId)
+                    .setCustomerId(customerId)
+                    .setCurrencyCode("EUR")
+                    .addLines(line("sku-1", 2, 1250))
+                    .addLines(line("sku-2", 1, 999))
+                    .build());
+    assertEquals(orderId, placed.getOrderId());
+    assertEquals(1, placed.getVersion());
+
+    // Watch from version 1 before the further commands; reading the first message shows the
+    // stream is being served, so versions 2-4 arrive live. The call runs in a cancellable
+    // context, cancelled at the end in case an assertion failed with the stream still open.
+    String tracking = "TRK-" + newId().substring(0, 8);
+    List<WatchOrderResponse> received = new ArrayList<>();
+    Context.CancellableContext watching = Context.current().withCancellation();
+    try {
+      Iterator<WatchOrderResponse> stream =
+          watching.call(
+              () ->
+                  qry().watchOrder(
+                          WatchOrderRequest.newBuilder()
+                              .setOrderId(orderId)
+                              .setFromVersion(1)
+                              .build()));
+      try {
+        assertTrue(stream.hasNext(), "WatchOrder ended before its first message");
+        received.add(stream.next());
+      } catch (StatusRuntimeException e) {
+        throw new AssertionError(
+            "WatchOrder ended with " + e.getStatus() + " before its first message", e);
+      }
+      assertEquals(List.of("1 ORDER_STATUS_PLACED"), watched(received));
+
+      AddOrderLineResponse added =
+          cmd().addOrderLine(
+                  AddOrderLineRequest.newBuilder()
+                      .setRequestId(newId())
+                      .setOrderId(orderId)
+                      .setExpectedVersion(1)
+                      .setLine(line("sku-3", 3, 500))
+                      .build());
+      assertEquals(2, added.getVersion());
+      ConfirmOrderResponse confirmed =
+          cmd().confirmOrder(
+                  ConfirmOrderRequest.newBuilder()
+                      .setRequestId(newId())
+                      .setOrderId(orderId)
+                      .setExpectedVersion(2)
+                      .build());
+      assertEquals(3, confirmed.getVersion());
+      ShipOrderResponse shipped =
+          cmd().shipOrder(
+                  ShipOrderRequest.newBuilder()
+                      .setRequestId(newId())
+                      .setOrderId(orderId)
+                      .setExpectedVersion(3)
+                      .setTrackingNumber(tracking)
+                      .build());
+      assertEquals(orderId, shipped.getOrderId());
+      assertEquals(4, shipped.getVersion());
+
+      // The stream ends by itself (OK) once the order is SHIPPED.
+      readToEnd(stream, received);
+    } finally {
+      watching.cancel(null);
+    }
+    assertEquals(
+        List.of(
+            "1 ORDER_STATUS_PLACED",
+            "2 ORDER_STATUS_PLACED", // a line added leaves the order PLACED
+            "3 ORDER_STATUS_CONFIRMED",
+            "4 ORDER_STATUS_SHIPPED"),
+        watched(received));
+    assertTrue(received.stream().allMatch(m -> m.getOrder().getOrderId().equals(orderId)));
+    assertEquals(
+        List.of(2, 3, 3, 3),
+        received.stream().map(m -> m.getOrder().getLinesCount()).collect(Collectors.toList()));
+    assertEquals(
+        List.of("", "", "", tracking),
+        received.stream().map(m -> m.getOrder().getTrackingNumber()).collect(Collectors.toList()));
+    assertEquals(2 * 1250 + 999 + 3 * 500, received.get(3).getOrder().getTotalMinor());
+    for (WatchOrderResponse m : received) {
+      assertTrue(
+          m.getFreshness().getProjectedVersion() >= m.getOrder().getVersion(), m.toString());
+    }
+
+    // Resume: from version 3 on the shipped order, versions 3 and 4, then the end.
+    List<WatchOrderResponse> resumed =
+        readToEnd(
+            qry().watchOrder(
+                    WatchOrderRequest.newBuilder().setOrderId(orderId).setFromVersion(3).build()),
+            new ArrayList<>());
+    assertEquals(List.of("3 ORDER_STATUS_CONFIRMED", "4 ORDER_STATUS_SHIPPED"), watched(resumed));
+    assertEquals(tracking, resumed.get(1).getOrder().getTrackingNumber());
   }
 }
