@@ -12,6 +12,7 @@
 mod catch_up;
 mod cpu;
 mod echo;
+mod fanout;
 mod load;
 mod plot;
 mod projector;
@@ -48,6 +49,8 @@ enum Command {
     Rebuild(RebuildArgs),
     /// Start a new order-query on a backlog and print how fast it catches up, as JSON.
     CatchUp(catch_up::CatchUpArgs),
+    /// Time a command's update reaching many WatchOrder streams of one order, as JSON.
+    Fanout(fanout::FanoutArgs),
     /// Serve the echo reference service until SIGTERM.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:30159")]
@@ -138,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::Rebuild(args) => rebuild(args).await,
         Command::CatchUp(args) => catch_up::run(args).await,
+        Command::Fanout(args) => fanout::run(args).await,
         Command::EchoServer { addr } => echo::serve(addr).await,
         Command::Report(args) => report::write(&args),
     }

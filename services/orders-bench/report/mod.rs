@@ -124,6 +124,7 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
     command::write_sweeps(w, &run, &plots)?;
     projector::write_phases(w, &run)?;
     reads::write(w, &run)?;
+    reads::write_fanout(w, &run)?;
     kafka::write_ceiling(w, &run)?;
     projector::write_catch_up(w, &run)?;
     kafka::write_rebuild(w, &run)?;

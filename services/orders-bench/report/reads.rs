@@ -1,4 +1,5 @@
-//! Reads next to the gRPC references: the echo server and ghz.
+//! Reads next to the gRPC references (the echo server and ghz), and the
+//! watch fan-out next to one stream.
 
 use std::fmt::Write as _;
 
@@ -52,6 +53,58 @@ pub fn write(w: &mut String, run: &Value) -> anyhow::Result<()> {
                 percent(f(o, "projector.cache_hit_ratio")),
             )?;
         }
+    }
+    writeln!(w)?;
+    Ok(())
+}
+
+/// The watch fan-out: a command's update reaching 1,000 streams of one order,
+/// next to the same rounds with one stream.
+pub fn write_fanout(w: &mut String, run: &Value) -> anyhow::Result<()> {
+    let fanouts = entries(run, "fanout");
+    if fanouts.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "## Watch fan-out\n")?;
+    writeln!(
+        w,
+        "`WatchOrder` streams of one order, over 8 connections to one order-query; each round \
+         appends a version (AddOrderLine) and waits until every stream has read it. Latency is \
+         from the command's ack to a stream reading the update; *last stream* is the slowest \
+         stream of each round. The reference is the same rounds with one stream, in the same \
+         run: the path from the ack through the outbox, Kafka and the projector before any \
+         fan-out.\n"
+    )?;
+    writeln!(
+        w,
+        "| streams | rounds | p50 ms | p99 ms | last stream p50 ms | last stream p99 ms | coalesced | p99 ÷ one stream's p99 |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    for e in fanouts {
+        let o = &e["orders"];
+        let one_p99 = f(o, "one.each_ms.p99");
+        writeln!(
+            w,
+            "| 1 | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | 1.00 |",
+            o["rounds"],
+            f(o, "one.each_ms.p50"),
+            one_p99,
+            f(o, "one.last_ms.p50"),
+            f(o, "one.last_ms.p99"),
+            o["one"]["coalesced"],
+        )?;
+        let p99 = f(o, "fanout.each_ms.p99");
+        writeln!(
+            w,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            o["watchers"],
+            o["rounds"],
+            f(o, "fanout.each_ms.p50"),
+            p99,
+            f(o, "fanout.last_ms.p50"),
+            f(o, "fanout.last_ms.p99"),
+            o["fanout"]["coalesced"],
+            ratio(p99, one_p99),
+        )?;
     }
     writeln!(w)?;
     Ok(())

@@ -92,9 +92,11 @@ impl Feed for OrderFeed {
                     return Err(QueryError::NotFound(order_id).into());
                 }
                 let from = sent.as_ref().map_or(from_version, |s| s.order.version + 1);
-                let views = if sent.is_none() && from_version == 0 {
+                // The version wanted next is the current one (the usual case
+                // once streaming, or a fresh stream): no history to read.
+                let views = if (sent.is_none() && from_version == 0) || now.order.version == from {
                     vec![now.as_ref().clone()]
-                } else if now.order.version >= from {
+                } else if now.order.version > from {
                     let base = match &sent {
                         Some(state) => Some(state.clone()),
                         None if from > 1 => {
