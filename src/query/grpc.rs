@@ -17,7 +17,6 @@ use uuid::Uuid;
 
 use crate::{
     auth::Caller,
-    codec,
     domain::CustomerId,
     metrics::{Histogram, Metrics, SECONDS_BUCKETS, histogram},
     proto::{self, order_queries_server::OrderQueries},
@@ -30,6 +29,7 @@ use crate::{
         },
         page_token::{self, OrdersCursor},
         read_model::{OrderView, ReadModel, Until},
+        reply::{freshness, order_to_proto},
         request::{self, ReadAt},
         watch::ProjectionWatch,
     },
@@ -472,13 +472,6 @@ fn next_token<T>(rows: &mut Vec<T>, size: u32, token: impl FnOnce(&T) -> String)
     rows.last().map(token).unwrap_or_default()
 }
 
-pub(crate) fn freshness(version: u64, projected_at: Option<DateTime<Utc>>) -> proto::Freshness {
-    proto::Freshness {
-        projected_version: version,
-        projected_at: projected_at.map(codec::timestamp),
-    }
-}
-
 /// Wraps a body with the freshness metadata.
 fn respond<T>(body: T, version: u64, projected_at: Option<DateTime<Utc>>) -> Response<T> {
     let mut response = Response::new(body);
@@ -490,40 +483,6 @@ fn respond<T>(body: T, version: u64, projected_at: Option<DateTime<Utc>>) -> Res
         metadata.insert("x-projected-at", value);
     }
     response
-}
-
-/// The proto form of a projected order.
-pub fn order_to_proto(view: &OrderView) -> proto::Order {
-    let order = &view.order;
-    proto::Order {
-        order_id: view.order_id.to_string(),
-        customer_id: order
-            .customer_id
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
-        status: codec::status_to_proto(order.status) as i32,
-        currency_code: order
-            .currency
-            .as_ref()
-            .map(|c| c.as_str().to_owned())
-            .unwrap_or_default(),
-        lines: order.lines.iter().map(codec::line_to_proto).collect(),
-        total_minor: order.total_minor(),
-        version: order.version,
-        placed_at: Some(codec::timestamp(view.placed_at)),
-        updated_at: Some(codec::timestamp(view.updated_at)),
-        tracking_number: order
-            .tracking_number
-            .as_ref()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default(),
-        cancel_reason: order
-            .cancel_reason
-            .as_ref()
-            .map(|r| r.as_str().to_owned())
-            .unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! - `segments`: the bounded map of orders the kept states and the cache use.
 //! - `page_token`: opaque, versioned, filter-bound page tokens.
 //! - `request`: the query requests parsed at the edge (pure).
+//! - `reply`: the proto forms of what reads return (an order, freshness).
 
 pub mod announce;
 pub mod app;
@@ -36,6 +37,7 @@ pub mod liveness;
 pub mod page_token;
 pub mod projector;
 pub mod read_model;
+pub mod reply;
 pub mod request;
 pub mod segments;
 pub mod watch;

@@ -26,14 +26,16 @@ use crate::{
     query::{
         QueryError,
         announce::CustomerKey,
-        grpc::{MAX_PAGE_SIZE, freshness, order_to_proto},
         page_token::{ListFilter, OrdersCursor},
         read_model::{OrderView, ReadModel, status_name},
+        reply::{freshness, order_to_proto},
     },
 };
 
 /// How often a stream re-reads all its customer's orders without a wake-up.
 const RESCAN: Duration = Duration::from_secs(30);
+/// Orders read per statement when reading all of a customer's orders.
+const PAGE: u32 = 500;
 
 /// What a `WatchOrders` call returns.
 pub type WatchOrdersStream = ReceiverStream<Result<proto::WatchOrdersResponse, Status>>;
@@ -218,9 +220,7 @@ impl CustomerFeed {
                 let projected_at = read_model.projected_at().await?;
                 let mut after = None;
                 loop {
-                    let page = read_model
-                        .list_orders(&filter, after, MAX_PAGE_SIZE)
-                        .await?;
+                    let page = read_model.list_orders(&filter, after, PAGE).await?;
                     for view in &page {
                         if let Some(message) = list.update(view, projected_at)
                             && !self.sources.send(tx, message).await?
@@ -229,7 +229,7 @@ impl CustomerFeed {
                         }
                     }
                     match page.last() {
-                        Some(last) if page.len() == MAX_PAGE_SIZE as usize => {
+                        Some(last) if page.len() == PAGE as usize => {
                             after = Some(OrdersCursor {
                                 placed_at_micros: last.placed_at.timestamp_micros(),
                                 order_id: last.order_id,

@@ -20,8 +20,8 @@ use crate::{
     proto,
     query::{
         QueryError,
-        grpc::{freshness, order_to_proto},
         read_model::{OrderView, Until},
+        reply::{freshness, order_to_proto},
     },
 };
 

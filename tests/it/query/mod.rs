@@ -439,7 +439,7 @@ pub fn expected_order(stream: &OrderStream) -> proto::Order {
         placed_at: chrono::DateTime::UNIX_EPOCH,
         updated_at: chrono::DateTime::UNIX_EPOCH,
     };
-    without_times(orders::query::grpc::order_to_proto(&view))
+    without_times(orders::query::reply::order_to_proto(&view))
 }
 
 /// `order` with its timestamps cleared, for comparison with `expected_order`.
