@@ -12,6 +12,7 @@ pub mod command;
 pub mod config;
 pub mod digest;
 pub mod domain;
+pub mod fulfilment;
 #[cfg(test)]
 mod fuzz;
 pub mod kafka;
