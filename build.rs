@@ -1,4 +1,6 @@
-//! Compiles `proto/` into Rust (tonic + prost) and a descriptor set for server reflection,
+//! Compiles `proto/` into Rust (tonic + prost) and descriptor sets for server reflection
+//! (one for `orders.v1`, one each for `inventory.v1`, `payments.v1` and
+//! `fulfilment.v1`),
 //! and the benchmark's echo service from `bench/proto/`.
 //!
 //! The `.proto` files are parsed by `protox`, a protobuf compiler written in Rust that carries
@@ -24,6 +26,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         "proto",
         &Path::new(&out_dir).join("orders_descriptor.bin"),
+    )?;
+    // The fulfilment saga's two services; each server reflects only its own set.
+    compile(
+        &["proto/inventory/v1/inventory.proto"],
+        "proto",
+        &Path::new(&out_dir).join("inventory_descriptor.bin"),
+    )?;
+    compile(
+        &["proto/payments/v1/payments.proto"],
+        "proto",
+        &Path::new(&out_dir).join("payments_descriptor.bin"),
+    )?;
+    compile(
+        &["proto/fulfilment/v1/fulfilment.proto"],
+        "proto",
+        &Path::new(&out_dir).join("fulfilment_descriptor.bin"),
     )?;
     // The benchmark's echo reference server (orders-bench); not part of the API.
     compile(

@@ -417,6 +417,131 @@ impl CommandSettings {
     }
 }
 
+/// Where `inventory` listens unless told otherwise.
+pub const DEFAULT_INVENTORY_ADDR: &str = "127.0.0.1:50053";
+/// Where `inventory` serves `/metrics` unless told otherwise.
+pub const DEFAULT_INVENTORY_METRICS_ADDR: &str = "127.0.0.1:9466";
+/// Where `payments` listens unless told otherwise.
+pub const DEFAULT_PAYMENTS_ADDR: &str = "127.0.0.1:50054";
+/// Where `payments` serves `/metrics` unless told otherwise.
+pub const DEFAULT_PAYMENTS_METRICS_ADDR: &str = "127.0.0.1:9467";
+/// The largest amount, in minor units, the payments stand-in authorizes by default.
+pub const DEFAULT_DECLINE_ABOVE_MINOR: i64 = 1_000_000;
+
+/// `inventory` settings.
+#[derive(Debug, Clone, Args)]
+pub struct InventorySettings {
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(
+        long = "listen-addr",
+        env = "ORDERS_INVENTORY_ADDR",
+        default_value = DEFAULT_INVENTORY_ADDR
+    )]
+    pub listen_addr: SocketAddr,
+    /// The inventory database (its role owns it and applies its migrations).
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_INVENTORY_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP), or `off`.
+    #[arg(
+        long = "metrics-addr",
+        env = "ORDERS_METRICS_ADDR",
+        default_value = DEFAULT_INVENTORY_METRICS_ADDR
+    )]
+    pub metrics_addr: MetricsAddr,
+}
+
+impl InventorySettings {
+    /// Settings for tests and embedding: the given database, any free port, no metrics endpoint.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: DatabaseUrl::new(database_url),
+            server: ServerSettings::default(),
+            metrics_addr: MetricsAddr(None),
+        }
+    }
+}
+
+/// How the payments stand-in fails on purpose (tests of its callers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PaymentsFault {
+    /// It answers.
+    #[default]
+    Off,
+    /// Every RPC is UNAVAILABLE, and nothing changes.
+    Unavailable,
+    /// Every RPC hangs until the caller's deadline, and nothing changes.
+    Hang,
+    /// Every RPC does its work, commits, then hangs until the caller's
+    /// deadline: an outcome the caller does not learn.
+    HangAfterCommit,
+}
+
+/// `payments` settings.
+#[derive(Debug, Clone, Args)]
+pub struct PaymentsSettings {
+    /// Address the gRPC server binds (port 0 picks a free port).
+    #[arg(
+        long = "listen-addr",
+        env = "ORDERS_PAYMENTS_ADDR",
+        default_value = DEFAULT_PAYMENTS_ADDR
+    )]
+    pub listen_addr: SocketAddr,
+    /// The payments database (its role owns it and applies its migrations).
+    #[arg(
+        long = "database-url",
+        env = "ORDERS_PAYMENTS_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+    /// Server settings.
+    #[command(flatten)]
+    pub server: ServerSettings,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP), or `off`.
+    #[arg(
+        long = "metrics-addr",
+        env = "ORDERS_METRICS_ADDR",
+        default_value = DEFAULT_PAYMENTS_METRICS_ADDR
+    )]
+    pub metrics_addr: MetricsAddr,
+    /// Authorizations of more than this many minor units are declined.
+    #[arg(
+        long = "decline-above-minor",
+        env = "ORDERS_PAYMENTS_DECLINE_ABOVE_MINOR",
+        default_value_t = DEFAULT_DECLINE_ABOVE_MINOR
+    )]
+    pub decline_above_minor: i64,
+    /// Fault injection for tests of its callers, off unless set.
+    #[arg(
+        long = "fault",
+        env = "ORDERS_PAYMENTS_FAULT",
+        value_enum,
+        default_value_t = PaymentsFault::Off
+    )]
+    pub fault: PaymentsFault,
+}
+
+impl PaymentsSettings {
+    /// Settings for tests and embedding: the given database, any free port, no metrics endpoint.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: DatabaseUrl::new(database_url),
+            server: ServerSettings::default(),
+            metrics_addr: MetricsAddr(None),
+            decline_above_minor: DEFAULT_DECLINE_ABOVE_MINOR,
+            fault: PaymentsFault::Off,
+        }
+    }
+}
+
 /// `order-query` settings.
 #[derive(Debug, Clone, Args)]
 pub struct QuerySettings {
@@ -811,5 +936,41 @@ mod tests {
         assert_eq!(cli.settings.consumer.max_poll_interval_ms, 60_000);
         assert_eq!(cli.settings.consumer.queued_max_kbytes, 1_024);
         assert!(cli.settings.projector_synchronous_commit);
+    }
+    #[test]
+    fn payments_settings_default_to_the_issue_limit_and_take_a_fault() {
+        #[derive(Debug, Parser)]
+        struct PaymentsCli {
+            #[command(flatten)]
+            settings: PaymentsSettings,
+        }
+        let url = ["payments", "--database-url", "postgres://db/payments"];
+        let parsed = PaymentsCli::try_parse_from(url).expect("parses").settings;
+        let embedded = PaymentsSettings::new("postgres://db/payments");
+        assert_eq!(parsed.decline_above_minor, 1_000_000);
+        assert_eq!(parsed.decline_above_minor, embedded.decline_above_minor);
+        assert_eq!(parsed.fault, PaymentsFault::Off);
+        assert_eq!(parsed.listen_addr.port(), 50054);
+
+        let args = url.into_iter().chain(["--fault", "hang-after-commit"]);
+        let parsed = PaymentsCli::try_parse_from(args).expect("parses").settings;
+        assert_eq!(parsed.fault, PaymentsFault::HangAfterCommit);
+    }
+
+    #[test]
+    fn inventory_settings_listen_on_the_second_wave_port() {
+        #[derive(Debug, Parser)]
+        struct InventoryCli {
+            #[command(flatten)]
+            settings: InventorySettings,
+        }
+        let parsed = InventoryCli::try_parse_from([
+            "inventory",
+            "--database-url",
+            "postgres://db/inventory",
+        ])
+        .expect("parses")
+        .settings;
+        assert_eq!(parsed.listen_addr.port(), 50053);
     }
 }

@@ -82,8 +82,9 @@ impl Health {
     }
 }
 
-/// A descriptor of `google.rpc.BadRequest`, so that reflection clients
-/// (grpcurl) can decode the field violations in error details.
+/// A descriptor of `google.rpc.BadRequest` and `google.rpc.PreconditionFailure`,
+/// so that reflection clients (grpcurl) can decode the field violations and
+/// (Inventory's short products) precondition violations in error details.
 fn error_details_descriptor() -> prost_types::FileDescriptorSet {
     use prost_types::{
         DescriptorProto, FieldDescriptorProto, FileDescriptorProto,
@@ -129,11 +130,40 @@ fn error_details_descriptor() -> prost_types::FileDescriptorSet {
         nested_type: vec![violation],
         ..Default::default()
     };
+    let precondition_violation = DescriptorProto {
+        name: Some("Violation".into()),
+        field: vec![
+            field("type", "type", 1, Label::Optional, Type::String, None),
+            field("subject", "subject", 2, Label::Optional, Type::String, None),
+            field(
+                "description",
+                "description",
+                3,
+                Label::Optional,
+                Type::String,
+                None,
+            ),
+        ],
+        ..Default::default()
+    };
+    let precondition_failure = DescriptorProto {
+        name: Some("PreconditionFailure".into()),
+        field: vec![field(
+            "violations",
+            "violations",
+            1,
+            Label::Repeated,
+            Type::Message,
+            Some(".google.rpc.PreconditionFailure.Violation"),
+        )],
+        nested_type: vec![precondition_violation],
+        ..Default::default()
+    };
     prost_types::FileDescriptorSet {
         file: vec![FileDescriptorProto {
             name: Some("google/rpc/error_details.proto".into()),
             package: Some("google.rpc".into()),
-            message_type: vec![bad_request],
+            message_type: vec![bad_request, precondition_failure],
             syntax: Some("proto3".into()),
             ..Default::default()
         }],
@@ -141,24 +171,37 @@ fn error_details_descriptor() -> prost_types::FileDescriptorSet {
 }
 
 /// Health, and unless `reflection` is off the reflection (v1 and v1alpha)
-/// services, for a server's routes.
+/// services, for a server of `orders.v1`'s routes.
 pub fn standard_routes(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
     reflection: bool,
 ) -> Routes {
+    routes_reflecting(health, reflection, crate::proto::FILE_DESCRIPTOR_SET)
+}
+
+/// Health, and unless `reflection` is off the reflection services over
+/// `descriptor_set` (an encoded `FileDescriptorSet` of `crate::proto`), for
+/// a server's routes.
+pub fn routes_reflecting(
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    reflection: bool,
+    descriptor_set: &'static [u8],
+) -> Routes {
     if !reflection {
         return Routes::new(health);
     }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_file_descriptor_set(error_details_descriptor())
         .build_v1()
         .expect("descriptor set is valid");
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_file_descriptor_set(error_details_descriptor())
         .build_v1alpha()
@@ -197,7 +240,12 @@ impl Edge {
         services: &[ServicePolicy],
         metrics: &Metrics,
     ) -> Result<Self, EdgeError> {
-        let names: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
+        // Policies of single methods (`service/Method`) name no service.
+        let names: Vec<&str> = services
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| !name.contains('/'))
+            .collect();
         Ok(Self {
             tls: tls::server_config(&settings.tls, addr)?,
             auth: auth_layer(settings, services)?,
@@ -233,6 +281,41 @@ fn auth_layer(
 pub const COMMANDS_POLICY: ServicePolicy = ("orders.v1.OrderCommands", auth::SCOPE_WRITE);
 /// The scope `orders.v1.OrderQueries` needs.
 pub const QUERIES_POLICY: ServicePolicy = ("orders.v1.OrderQueries", auth::SCOPE_READ);
+
+/// The scopes `inventory.v1.Inventory` needs: `inventory:write`, reads
+/// `inventory:read`.
+pub const INVENTORY_POLICIES: [ServicePolicy; 3] = [
+    ("inventory.v1.Inventory", auth::SCOPE_INVENTORY_WRITE),
+    (
+        "inventory.v1.Inventory/GetStock",
+        auth::SCOPE_INVENTORY_READ,
+    ),
+    (
+        "inventory.v1.Inventory/GetReservation",
+        auth::SCOPE_INVENTORY_READ,
+    ),
+];
+/// The scopes `payments.v1.Payments` needs: `payments:write`, reads `payments:read`.
+pub const PAYMENTS_POLICIES: [ServicePolicy; 2] = [
+    ("payments.v1.Payments", auth::SCOPE_PAYMENTS_WRITE),
+    ("payments.v1.Payments/GetPayment", auth::SCOPE_PAYMENTS_READ),
+];
+/// The scopes `fulfilment.v1.FulfilmentAdmin` needs: `fulfilment:admin` to
+/// retry or cancel, `fulfilment:read` to list and show.
+pub const FULFILMENT_POLICIES: [ServicePolicy; 3] = [
+    (
+        "fulfilment.v1.FulfilmentAdmin",
+        auth::SCOPE_FULFILMENT_ADMIN,
+    ),
+    (
+        "fulfilment.v1.FulfilmentAdmin/ListSagas",
+        auth::SCOPE_FULFILMENT_READ,
+    ),
+    (
+        "fulfilment.v1.FulfilmentAdmin/GetSaga",
+        auth::SCOPE_FULFILMENT_READ,
+    ),
+];
 
 /// Serves `routes` on `listener` behind `edge` until `shutdown` resolves,
 /// then drains in-flight RPCs.

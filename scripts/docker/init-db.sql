@@ -7,3 +7,5 @@ ALTER ROLE orders_migrator PASSWORD 'migrator-dev';
 ALTER ROLE orders_command PASSWORD 'command-dev';
 ALTER ROLE orders_query PASSWORD 'query-dev';
 ALTER ROLE orders_admin PASSWORD 'admin-dev';
+ALTER ROLE orders_inventory PASSWORD 'inventory-dev';
+ALTER ROLE orders_payments PASSWORD 'payments-dev';

@@ -11,6 +11,8 @@
 --                    (it migrates it and creates the generations' schemas)
 --   orders_admin     orderctl: reads the event store, queues republished
 --                    events; acts as orders_query in the read database
+--   orders_inventory inventory: owns the inventory database (it migrates it)
+--   orders_payments  payments: owns the payments database (it migrates it)
 --
 -- None is a superuser or may create roles or databases. Passwords are not set
 -- here: the dev stack trusts loopback connections, docker-compose sets them
@@ -23,7 +25,7 @@ DO $$
 DECLARE
     role text;
 BEGIN
-    FOREACH role IN ARRAY ARRAY['orders_migrator', 'orders_command', 'orders_query', 'orders_admin'] LOOP
+    FOREACH role IN ARRAY ARRAY['orders_migrator', 'orders_command', 'orders_query', 'orders_admin', 'orders_inventory', 'orders_payments'] LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role) THEN
             EXECUTE format('CREATE ROLE %I LOGIN', role);
         END IF;
@@ -45,3 +47,9 @@ SELECT 'CREATE DATABASE orders_read OWNER orders_query'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'orders_read') \gexec
 ALTER DATABASE orders_write OWNER TO orders_migrator;
 ALTER DATABASE orders_read OWNER TO orders_query;
+SELECT 'CREATE DATABASE orders_inventory OWNER orders_inventory'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'orders_inventory') \gexec
+SELECT 'CREATE DATABASE orders_payments OWNER orders_payments'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'orders_payments') \gexec
+ALTER DATABASE orders_inventory OWNER TO orders_inventory;
+ALTER DATABASE orders_payments OWNER TO orders_payments;

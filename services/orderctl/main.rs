@@ -6,6 +6,8 @@
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+
+mod saga;
 use orders::{
     admin::{
         self, RebuildOptions, VerifyOptions,
@@ -20,7 +22,8 @@ use orders::{
 use tracing_subscriber::EnvFilter;
 
 /// Operates an `orders` deployment: status, verification, projection rebuilds,
-/// republishing, dead letters and the write database's migrations.
+/// republishing, dead letters, the write database's migrations and the
+/// fulfilment sagas.
 #[derive(Debug, Parser)]
 #[command(name = "orderctl", version)]
 struct Cli {
@@ -90,6 +93,20 @@ enum Command {
     /// ACLs only the admin principal may create topics: the servers' users
     /// only check that it is there.
     CreateTopic,
+    /// The order fulfilment sagas, through order-fulfilment's admin service
+    /// (ORDERS_FULFILMENT_ADDR; the token in ORDERS_TOKEN needs
+    /// fulfilment:read, and fulfilment:admin to retry or cancel).
+    Saga {
+        /// order-fulfilment's admin address.
+        #[arg(
+            long,
+            env = "ORDERS_FULFILMENT_ADDR",
+            default_value = "127.0.0.1:50055"
+        )]
+        fulfilment_addr: String,
+        #[command(subcommand)]
+        command: saga::SagaCommand,
+    },
     /// Messages the projector could not apply (live generation).
     DeadLetter {
         #[command(subcommand)]
@@ -256,6 +273,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Saga {
+            fulfilment_addr,
+            command,
+        } => saga::run(&fulfilment_addr, command).await,
         Command::CreateTopic => {
             let status = kafka::ensure_topic(&settings.kafka).await?;
             let what = match status {

@@ -21,7 +21,9 @@ const OPEN_PREFIXES: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
-/// The scope one gRPC service needs, e.g. `("orders.v1.OrderQueries", "orders:read")`.
+/// The scope one gRPC service needs, e.g. `("orders.v1.OrderQueries", "orders:read")`,
+/// or one method of it (`"inventory.v1.Inventory/GetStock"`), which then
+/// needs that scope instead of its service's.
 pub type ServicePolicy = (&'static str, &'static str);
 
 /// Checks bearer tokens in front of a server's routes; `disabled()` lets
@@ -63,8 +65,10 @@ impl Policy {
         }
         let token = bearer_token(headers)?;
         let caller = self.verifier.verify(token)?;
-        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        if let Some((_, scope)) = self.services.iter().find(|(name, _)| *name == service)
+        let method = path.trim_start_matches('/');
+        let service = method.split('/').next().unwrap_or("");
+        let policy = |wanted: &str| self.services.iter().find(|(name, _)| *name == wanted);
+        if let Some((_, scope)) = policy(method).or_else(|| policy(service))
             && !caller.has_scope(scope)
         {
             return Err(Denied::MissingScope(scope));

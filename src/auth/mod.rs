@@ -1,5 +1,6 @@
 //! Who may call what: bearer JWTs checked against a JWKS file, one scope per
-//! service, and an optional customer confinement. One tower layer
+//! service (or per method where a service's reads and writes differ), and an
+//! optional customer confinement. One tower layer
 //! ([`AuthLayer`]) does it for every server; handlers read the verified
 //! [`Caller`] from the request's extensions.
 
@@ -20,6 +21,19 @@ use crate::domain::CustomerId;
 pub const SCOPE_READ: &str = "orders:read";
 /// Scope every `orders.v1.OrderCommands` RPC needs.
 pub const SCOPE_WRITE: &str = "orders:write";
+
+/// Scope of the Inventory service's reads (`GetStock`, `GetReservation`).
+pub const SCOPE_INVENTORY_READ: &str = "inventory:read";
+/// Scope of the Inventory service's other RPCs (stock and reservations).
+pub const SCOPE_INVENTORY_WRITE: &str = "inventory:write";
+/// Scope of the Payments service's reads (`GetPayment`).
+pub const SCOPE_PAYMENTS_READ: &str = "payments:read";
+/// Scope of the Payments service's other RPCs (authorize, capture, void).
+pub const SCOPE_PAYMENTS_WRITE: &str = "payments:write";
+/// Scope of the fulfilment admin's reads (`ListSagas`, `GetSaga`).
+pub const SCOPE_FULFILMENT_READ: &str = "fulfilment:read";
+/// Scope of the fulfilment admin's actions (`RetrySaga`, `CancelSaga`).
+pub const SCOPE_FULFILMENT_ADMIN: &str = "fulfilment:admin";
 
 /// The verified identity behind a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

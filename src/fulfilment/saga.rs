@@ -60,6 +60,23 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, forward ones first.
+    pub const ALL: [Self; 8] = [
+        Self::Reserve,
+        Self::Authorize,
+        Self::Dispatch,
+        Self::Ship,
+        Self::Capture,
+        Self::Void,
+        Self::Release,
+        Self::CancelOrder,
+    ];
+
+    /// The step named `name` (as `name` gives it).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// The step's name, as stored and shown.
     pub fn name(self) -> &'static str {
         match self {
@@ -84,7 +101,7 @@ impl Step {
     }
 
     /// Whether the step gives up at its deadline (and the saga compensates).
-    fn may_give_up(self) -> bool {
+    pub fn may_give_up(self) -> bool {
         matches!(self, Self::Reserve | Self::Authorize | Self::Dispatch)
     }
 
@@ -186,7 +203,7 @@ pub enum Input {
     },
     /// The wake-up the saga asked for (`Saga::wake_at`) is due.
     Wake,
-    /// An operator asks to try the current step again now, from attempt 0.
+    /// An operator asks to try the current step again now, with a fresh deadline.
     Retry,
     /// An operator asks to compensate and cancel the order.
     Cancel,
@@ -223,7 +240,7 @@ pub struct Now {
 }
 
 /// One call the saga intends to make: a stored intent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Call {
     /// What to call.
     pub step: Step,
@@ -330,8 +347,8 @@ pub fn decide(
                     saga.phase.name()
                 )));
             }
+            // A fresh deadline; attempts go on counting (each has its own intent).
             next.step_started = now.at;
-            next.attempt = 0;
             Ok(next.call_again(now))
         }
         Input::Cancel => match saga.phase {
@@ -386,6 +403,15 @@ fn after(at: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
 }
 
 impl Saga {
+    /// The steps after the current one, in order.
+    pub fn remaining(&self) -> Vec<Step> {
+        match self.phase {
+            Phase::Forward => std::iter::successors(self.step.next(), |s| s.next()).collect(),
+            Phase::Compensating => self.pending.clone(),
+            _ => vec![],
+        }
+    }
+
     /// The saga with the next attempt of its step as an intent.
     fn call_again(mut self, _now: Now) -> Decision {
         self.attempt += 1;

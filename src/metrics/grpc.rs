@@ -175,7 +175,10 @@ impl GrpcMetricsLayer {
                 labels,
             })
         };
-        let mut listed = described(crate::proto::FILE_DESCRIPTOR_SET, services);
+        let mut listed: Vec<_> = crate::proto::DESCRIPTOR_SETS
+            .iter()
+            .flat_map(|set| described(set, services))
+            .collect();
         listed.extend(standard_methods());
         let methods = listed
             .into_iter()

@@ -412,7 +412,7 @@ fn a_refused_ship_compensates_everything() {
 }
 
 #[test]
-fn an_operator_retries_a_stuck_step_from_attempt_one_and_cancels_before_shipping() {
+fn an_operator_retries_a_stuck_step_with_a_fresh_deadline_and_cancels_before_shipping() {
     let stuck = vec![
         (0.0, Input::Confirmed(order())),
         (1.0, answer(Step::Reserve, 1, done())),
@@ -420,8 +420,12 @@ fn an_operator_retries_a_stuck_step_from_attempt_one_and_cancels_before_shipping
     ];
     let retried = given(&stuck)
         .when(3.0, Input::Retry)
-        .then_calls(&[call(Step::Authorize, 1)]);
+        .then_calls(&[call(Step::Authorize, 2)]);
     assert_eq!(retried.step_started, at(3.0).at, "a fresh deadline");
+    assert_eq!(
+        retried.remaining(),
+        [Step::Dispatch, Step::Ship, Step::Capture]
+    );
     let cancelled = given(&stuck)
         .when(3.0, Input::Cancel)
         .then_calls(&[call(Step::Void, 1)]);

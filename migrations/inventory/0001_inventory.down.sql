@@ -1,0 +1,3 @@
+DROP TABLE reservation_line;
+DROP TABLE reservation;
+DROP TABLE stock_item;

@@ -1,0 +1,198 @@
+//! Start-up of `order-fulfilment`: its database and migrations, the admin
+//! server (edge, health, `/metrics`, reflection), the clients of the services
+//! the saga calls, and the worker, run while this process holds the leader
+//! lock (one worker at a time; a second process waits as a standby).
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use sqlx::{PgPool, Postgres, pool::PoolConnection};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{
+    MIGRATOR, admin::AdminService, calls::Services, settings::FulfilmentSettings, store::Store,
+    worker::Worker,
+};
+use crate::{
+    auth::BearerToken,
+    database_server::{DatabaseServer, Spec, StartupError},
+    proto::{
+        FULFILMENT_FILE_DESCRIPTOR_SET,
+        fulfilment::v1::fulfilment_admin_server::FulfilmentAdminServer,
+        inventory::v1::inventory_client::InventoryClient,
+        order_commands_client::OrderCommandsClient, order_queries_client::OrderQueriesClient,
+        payments::v1::payments_client::PaymentsClient,
+    },
+    server,
+};
+
+/// The advisory lock the worker runs under (one worker per database).
+const LEADER_LOCK: i64 = 0x6675_6c66_696c_6d74; // "fulfilmt"
+
+/// Why `order-fulfilment` could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum FulfilmentError {
+    /// The server over its database.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    /// A setting is unusable.
+    #[error("{0}")]
+    Settings(String),
+    /// The worker stopped with an error.
+    #[error("the fulfilment worker failed: {0}")]
+    Worker(String),
+}
+
+/// A built, not yet serving, `order-fulfilment`.
+pub struct Application {
+    server: DatabaseServer,
+    worker: Worker,
+    admin: AdminService,
+}
+
+/// A lazily connected channel to `addr` (`host:port`): the services may
+/// start after this one.
+fn channel(addr: &str) -> Result<Channel, FulfilmentError> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| FulfilmentError::Settings(format!("service address {addr}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy())
+}
+
+impl Application {
+    /// Connects, applies the migrations and binds the listeners.
+    pub async fn build(settings: FulfilmentSettings) -> Result<Self, FulfilmentError> {
+        let server = DatabaseServer::build(Spec {
+            name: "order-fulfilment",
+            service: "fulfilment.v1.FulfilmentAdmin",
+            policies: &server::FULFILMENT_POLICIES,
+            descriptor_set: FULFILMENT_FILE_DESCRIPTOR_SET,
+            migrator: &MIGRATOR,
+            listen_addr: settings.listen_addr,
+            database_url: &settings.database_url,
+            server: &settings.server,
+            metrics_addr: settings.metrics_addr,
+        })
+        .await?;
+        let token = match &settings.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    FulfilmentError::Settings(format!("token file {}: {e}", path.display()))
+                })?;
+                BearerToken::new(text.trim()).map_err(|_| {
+                    FulfilmentError::Settings(format!("token file {}: not a token", path.display()))
+                })?
+            }
+            None => BearerToken::none(),
+        };
+        let timings = settings.timings();
+        let store = Store::new(server.pool().clone(), timings);
+        let work = Arc::new(Notify::new());
+        let worker = Worker {
+            store: store.clone(),
+            services: Services {
+                inventory: InventoryClient::with_interceptor(
+                    channel(&settings.inventory_addr)?,
+                    token.clone(),
+                ),
+                payments: PaymentsClient::with_interceptor(
+                    channel(&settings.payments_addr)?,
+                    token.clone(),
+                ),
+                commands: OrderCommandsClient::with_interceptor(
+                    channel(&settings.command_addr)?,
+                    token.clone(),
+                ),
+                timeout: Duration::from_millis(settings.call_timeout_ms),
+            },
+            queries: OrderQueriesClient::with_interceptor(channel(&settings.query_addr)?, token),
+            kafka: settings.kafka.clone(),
+            start_at: settings.start_at,
+            max_calls: settings.max_calls.max(1),
+            crash: settings.crash_at,
+            work: work.clone(),
+        };
+        Ok(Self {
+            admin: AdminService::new(store, timings, work),
+            server,
+            worker,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// The saga database pool.
+    pub fn pool(&self) -> &PgPool {
+        self.server.pool()
+    }
+
+    /// Serves the admin service and runs the worker (once leader) until
+    /// `shutdown`, or until the worker fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), FulfilmentError> {
+        let stop = CancellationToken::new();
+        let leading = tokio::spawn(lead(self.server.pool().clone(), self.worker, stop.clone()));
+        let admin = self.admin;
+        let stopped = stop.clone();
+        let served = self
+            .server
+            .run_until_stopped(
+                |routes| routes.add_service(FulfilmentAdminServer::new(admin)),
+                async move {
+                    tokio::select! {
+                        () = shutdown => {}
+                        () = stopped.cancelled() => {}
+                    }
+                },
+            )
+            .await;
+        stop.cancel();
+        let led = leading.await.unwrap_or_else(|e| Err(e.to_string()));
+        served?;
+        led.map_err(FulfilmentError::Worker)
+    }
+}
+
+/// Waits for the leader lock, then runs `worker` until `stop`; a failed
+/// worker stops the process (`stop` is cancelled).
+async fn lead(pool: PgPool, worker: Worker, stop: CancellationToken) -> Result<(), String> {
+    let mut waiting_logged = false;
+    let _lock: PoolConnection<Postgres> = loop {
+        let attempt = async {
+            let mut connection = pool.acquire().await?;
+            let locked = sqlx::query_scalar!(
+                r#"SELECT pg_try_advisory_lock($1) AS "locked!""#,
+                LEADER_LOCK
+            )
+            .fetch_one(&mut *connection)
+            .await?;
+            Ok::<_, sqlx::Error>(locked.then_some(connection))
+        };
+        match attempt.await {
+            Ok(Some(connection)) => break connection,
+            Ok(None) if !waiting_logged => {
+                tracing::info!("another order-fulfilment runs the sagas; standing by");
+                waiting_logged = true;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot take the fulfilment leader lock"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    tracing::info!("order-fulfilment leads: running the sagas");
+    let ran = worker.run(stop.clone()).await;
+    stop.cancel();
+    ran.map_err(|error| {
+        tracing::error!(%error, "the fulfilment worker failed");
+        error.to_string()
+    })
+}
