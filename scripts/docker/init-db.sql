@@ -9,3 +9,4 @@ ALTER ROLE orders_query PASSWORD 'query-dev';
 ALTER ROLE orders_admin PASSWORD 'admin-dev';
 ALTER ROLE orders_inventory PASSWORD 'inventory-dev';
 ALTER ROLE orders_payments PASSWORD 'payments-dev';
+ALTER ROLE orders_fulfilment PASSWORD 'fulfilment-dev';

@@ -13,6 +13,7 @@
 --                    events; acts as orders_query in the read database
 --   orders_inventory inventory: owns the inventory database (it migrates it)
 --   orders_payments  payments: owns the payments database (it migrates it)
+--   orders_fulfilment order-fulfilment: owns the saga database (it migrates it)
 --
 -- None is a superuser or may create roles or databases. Passwords are not set
 -- here: the dev stack trusts loopback connections, docker-compose sets them
@@ -25,7 +26,7 @@ DO $$
 DECLARE
     role text;
 BEGIN
-    FOREACH role IN ARRAY ARRAY['orders_migrator', 'orders_command', 'orders_query', 'orders_admin', 'orders_inventory', 'orders_payments'] LOOP
+    FOREACH role IN ARRAY ARRAY['orders_migrator', 'orders_command', 'orders_query', 'orders_admin', 'orders_inventory', 'orders_payments', 'orders_fulfilment'] LOOP
         IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = role) THEN
             EXECUTE format('CREATE ROLE %I LOGIN', role);
         END IF;
@@ -53,3 +54,6 @@ SELECT 'CREATE DATABASE orders_payments OWNER orders_payments'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'orders_payments') \gexec
 ALTER DATABASE orders_inventory OWNER TO orders_inventory;
 ALTER DATABASE orders_payments OWNER TO orders_payments;
+SELECT 'CREATE DATABASE orders_fulfilment OWNER orders_fulfilment'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'orders_fulfilment') \gexec
+ALTER DATABASE orders_fulfilment OWNER TO orders_fulfilment;

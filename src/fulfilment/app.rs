@@ -8,7 +8,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use sqlx::{PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{
     MIGRATOR, admin::AdminService, calls::Services, settings::FulfilmentSettings, store::Store,
@@ -51,13 +51,46 @@ pub struct Application {
     admin: AdminService,
 }
 
-/// A lazily connected channel to `addr` (`host:port`): the services may
-/// start after this one.
-fn channel(addr: &str) -> Result<Channel, FulfilmentError> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| FulfilmentError::Settings(format!("service address {addr}: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy())
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, FulfilmentError> {
+    std::fs::read(path)
+        .map_err(|e| FulfilmentError::Settings(format!("{what} {}: {e}", path.display())))
+}
+
+/// The TLS settings of the calls, if they use TLS.
+fn client_tls(settings: &FulfilmentSettings) -> Result<Option<ClientTlsConfig>, FulfilmentError> {
+    let Some(ca) = &settings.tls_ca_file else {
+        return Ok(None);
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca, "TLS CA")?));
+    if let (Some(cert), Some(key)) = (
+        &settings.tls_client_cert_file,
+        &settings.tls_client_key_file,
+    ) {
+        tls = tls.identity(Identity::from_pem(
+            read(cert, "TLS client certificate")?,
+            read(key, "TLS client key")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// A lazily connected channel to `addr` (`host:port`), over TLS when `tls`
+/// is set: the services may start after this one.
+fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, FulfilmentError> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        FulfilmentError::Settings(format!("service address {addr}: {e}"))
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| invalid(&e))?
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        endpoint = endpoint
+            .tls_config(tls.clone().domain_name(host))
+            .map_err(|e| invalid(&e))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 impl Application {
@@ -86,6 +119,8 @@ impl Application {
             }
             None => BearerToken::none(),
         };
+        let tls = client_tls(&settings)?;
+        let tls = tls.as_ref();
         let timings = settings.timings();
         let store = Store::new(server.pool().clone(), timings);
         let work = Arc::new(Notify::new());
@@ -93,20 +128,23 @@ impl Application {
             store: store.clone(),
             services: Services {
                 inventory: InventoryClient::with_interceptor(
-                    channel(&settings.inventory_addr)?,
+                    channel(&settings.inventory_addr, tls)?,
                     token.clone(),
                 ),
                 payments: PaymentsClient::with_interceptor(
-                    channel(&settings.payments_addr)?,
+                    channel(&settings.payments_addr, tls)?,
                     token.clone(),
                 ),
                 commands: OrderCommandsClient::with_interceptor(
-                    channel(&settings.command_addr)?,
+                    channel(&settings.command_addr, tls)?,
                     token.clone(),
                 ),
                 timeout: Duration::from_millis(settings.call_timeout_ms),
             },
-            queries: OrderQueriesClient::with_interceptor(channel(&settings.query_addr)?, token),
+            queries: OrderQueriesClient::with_interceptor(
+                channel(&settings.query_addr, tls)?,
+                token,
+            ),
             kafka: settings.kafka.clone(),
             start_at: settings.start_at,
             max_calls: settings.max_calls.max(1),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tonic::{Code, Status};
 
-use super::saga::{Outcome, Saga, Step};
+use super::saga::{Outcome, Saga, Step, is_transient_code};
 use crate::{
     auth::AuthedChannel,
     proto::{
@@ -38,21 +38,17 @@ pub fn request_id(order_id: uuid::Uuid, step: Step) -> String {
     format!("fulfilment:{order_id}:{}", step.name())
 }
 
-/// How a status ends an attempt: transient ones are retried with the same key.
+/// How a status ends an attempt: transient ones (`saga::is_transient_code`)
+/// are retried with the same key, the others are answers.
 pub fn outcome_of(status: &Status) -> Outcome {
     let code = code_name(status.code()).to_owned();
-    match status.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Cancelled
-        | Code::Unknown
-        | Code::ResourceExhausted
-        | Code::Aborted
-        | Code::Internal => Outcome::Transient { code },
-        _ => Outcome::Refused {
+    if is_transient_code(&code) {
+        Outcome::Transient { code }
+    } else {
+        Outcome::Refused {
             code,
             reason: status.message().to_owned(),
-        },
+        }
     }
 }
 
@@ -212,7 +208,12 @@ mod tests {
 
     #[test]
     fn transient_codes_are_retried_and_the_others_end_the_step() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted] {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::Unauthenticated,
+        ] {
             assert!(matches!(
                 outcome_of(&Status::new(code, "x")),
                 Outcome::Transient { .. }

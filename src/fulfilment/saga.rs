@@ -595,11 +595,21 @@ impl Saga {
     }
 }
 
-/// Whether a stored code is a transient one.
-fn is_transient_code(code: &str) -> bool {
+/// Whether a gRPC code (by its canonical name) leaves a call's outcome
+/// unsettled, to be retried with the same key. A refused token counts: it is
+/// the caller's configuration to fix, not a reason to cancel orders.
+pub fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
-        "UNAVAILABLE" | "DEADLINE_EXCEEDED" | "CANCELLED" | "RESOURCE_EXHAUSTED" | "UNKNOWN"
+        "UNAVAILABLE"
+            | "DEADLINE_EXCEEDED"
+            | "CANCELLED"
+            | "RESOURCE_EXHAUSTED"
+            | "UNKNOWN"
+            | "ABORTED"
+            | "INTERNAL"
+            | "UNAUTHENTICATED"
+            | "PERMISSION_DENIED"
     )
 }
 

@@ -93,6 +93,25 @@ pub struct FulfilmentSettings {
     /// none: calls carry no token.
     #[arg(long = "token-file", env = "ORDERS_FULFILMENT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// A PEM file of the CA the called servers' certificates chain to: the
+    /// calls then use TLS (the servers' names are the addresses' hosts).
+    /// Unset: plaintext.
+    #[arg(long = "tls-ca-file", env = "ORDERS_FULFILMENT_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A PEM client certificate to present to servers that ask for one
+    /// (mutual TLS), with `--tls-client-key-file`.
+    #[arg(
+        long = "tls-client-cert-file",
+        env = "ORDERS_FULFILMENT_TLS_CLIENT_CERT_FILE",
+        requires = "tls_client_key_file"
+    )]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// The PEM private key of `--tls-client-cert-file`.
+    #[arg(
+        long = "tls-client-key-file",
+        env = "ORDERS_FULFILMENT_TLS_CLIENT_KEY_FILE"
+    )]
+    pub tls_client_key_file: Option<PathBuf>,
     /// How long a step before the dispatch is retried before the saga compensates.
     #[arg(
         long = "step-deadline-ms",

@@ -5,9 +5,98 @@ use std::{path::Path, process::Command, time::Duration};
 
 use rdkafka::{Message, message::Headers};
 
-use orders::query::app::Application as QueryApp;
+use orders::{
+    auth,
+    fulfilment::{
+        app::Application as FulfilmentApp, settings::FulfilmentSettings, worker::StartAt,
+    },
+    query::app::Application as QueryApp,
+};
 
-use crate::{command::TestCommand, support};
+use crate::{command::TestCommand, inventory::TestInventory, payments::TestPayments, support};
+
+/// The fulfilment saga's servers, started when the README reaches them: the
+/// order examples before that confirm an order by hand and ship it.
+struct Saga {
+    inventory: TestInventory,
+    payments: TestPayments,
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Saga {
+    async fn start(cmd: &TestCommand, query_port: u16) -> Self {
+        let inventory = TestInventory::start().await;
+        let payments = TestPayments::start().await;
+        let token = std::env::temp_dir().join(format!("{}.token", support::unique("readme")));
+        std::fs::write(&token, support::token(&EVERY_SCOPE, None)).unwrap();
+        let settings = FulfilmentSettings {
+            listen_addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: orders::secret::DatabaseUrl::new(
+                support::fresh_database("readme_f").await,
+            ),
+            server: orders::config::ServerSettings {
+                allow_superuser: true,
+                auth: support::auth_settings(),
+                ..Default::default()
+            },
+            metrics_addr: orders::metrics::MetricsAddr(None),
+            kafka: support::kafka_as(&cmd.kafka, support::KafkaUser::Query),
+            start_at: StartAt::Earliest,
+            inventory_addr: format!("127.0.0.1:{}", inventory.port),
+            payments_addr: format!("127.0.0.1:{}", payments.port),
+            command_addr: format!("127.0.0.1:{}", cmd.port),
+            query_addr: format!("127.0.0.1:{query_port}"),
+            token_file: Some(token),
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
+            step_deadline_ms: 30_000,
+            call_timeout_ms: 5_000,
+            max_calls: 16,
+            crash_at: None,
+        };
+        let app = FulfilmentApp::build(settings)
+            .await
+            .expect("build order-fulfilment");
+        let port = app.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("order-fulfilment ran");
+        });
+        Self {
+            inventory,
+            payments,
+            port,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        self.inventory.stop().await;
+        self.payments.stop().await;
+    }
+}
+
+/// What `scripts/dev env`'s token carries: every scope of every server.
+const EVERY_SCOPE: [&str; 8] = [
+    auth::SCOPE_READ,
+    auth::SCOPE_WRITE,
+    auth::SCOPE_INVENTORY_READ,
+    auth::SCOPE_INVENTORY_WRITE,
+    auth::SCOPE_PAYMENTS_READ,
+    auth::SCOPE_PAYMENTS_WRITE,
+    auth::SCOPE_FULFILMENT_READ,
+    auth::SCOPE_FULFILMENT_ADMIN,
+];
 
 /// One ```sh block of the README: a grpcurl command and what its output must hold.
 #[derive(Debug)]
@@ -97,21 +186,35 @@ async fn every_grpcurl_example_in_the_readme_works() {
         let _ = query_stopped.await;
     }));
 
+    let mut saga: Option<Saga> = None;
     for example in &examples {
-        let command = example
+        let saga_ports = ["127.0.0.1:50053", "127.0.0.1:50054", "127.0.0.1:50055"];
+        if saga.is_none() && saga_ports.iter().any(|p| example.command.contains(p)) {
+            saga = Some(Saga::start(&cmd, query_port).await);
+        }
+        let mut command = example
             .command
             .replace("127.0.0.1:50051", &format!("127.0.0.1:{}", cmd.port))
             .replace("127.0.0.1:50052", &format!("127.0.0.1:{query_port}"));
+        if let Some(saga) = &saga {
+            command = command
+                .replace(
+                    "127.0.0.1:50053",
+                    &format!("127.0.0.1:{}", saga.inventory.port),
+                )
+                .replace(
+                    "127.0.0.1:50054",
+                    &format!("127.0.0.1:{}", saga.payments.port),
+                )
+                .replace("127.0.0.1:50055", &format!("127.0.0.1:{}", saga.port));
+        }
         let output = tokio::time::timeout(
             Duration::from_secs(30),
             tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(&command)
-                // What `scripts/dev env` exports: a token with both scopes.
-                .env(
-                    "ORDERS_TOKEN",
-                    support::token(&[orders::auth::SCOPE_READ, orders::auth::SCOPE_WRITE], None),
-                )
+                // What `scripts/dev env` exports: a token with every scope.
+                .env("ORDERS_TOKEN", support::token(&EVERY_SCOPE, None))
                 .output(),
         )
         .await
@@ -175,6 +278,9 @@ async fn every_grpcurl_example_in_the_readme_works() {
             (5, "orders.v1.OrderShipped".to_owned()),
         ]
     );
+    saga.expect("the README walks through the fulfilment saga")
+        .stop()
+        .await;
     let _ = stop_query.send(());
     query_task.await.unwrap().expect("order-query ran");
     cmd.stop().await;

@@ -99,6 +99,33 @@ async fn a_saga_stuck_on_payments_is_listed_and_a_retry_completes_it() {
         .into_inner();
     assert!(hour.sagas.is_empty());
 
+    // The same through orderctl.
+    let orderctl = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_orderctl"));
+        command
+            .args(args)
+            .envs(stack.system.env())
+            .env("ORDERS_FULFILMENT_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "ORDERS_TOKEN",
+                support::token(
+                    &[auth::SCOPE_FULFILMENT_READ, auth::SCOPE_FULFILMENT_ADMIN],
+                    None,
+                ),
+            );
+        async move {
+            let output = command.output().await.expect("run orderctl");
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let shown: serde_json::Value =
+        serde_json::from_str(&orderctl(&["saga", "show", &order_id, "--json"]).await).unwrap();
+    assert_eq!(shown["current_step"], "authorize");
+    assert_eq!(shown["phase"], "forward");
+    let listed = orderctl(&["saga", "list", "--min-attempts", "3"]).await;
+    assert!(listed.contains(&order_id), "{listed}");
+
     stack.payments.fault.set(PaymentsFault::Off);
     let retried = admin
         .retry_saga(pb::RetrySagaRequest {
