@@ -13,6 +13,7 @@ mod catch_up;
 mod cpu;
 mod echo;
 mod fanout;
+mod fulfilment;
 mod load;
 mod plot;
 mod projector;
@@ -51,6 +52,8 @@ enum Command {
     CatchUp(catch_up::CatchUpArgs),
     /// Time a command's update reaching many WatchOrder streams of one order, as JSON.
     Fanout(fanout::FanoutArgs),
+    /// Confirmed orders taken to SHIPPED by order-fulfilment: rate and latency, as JSON.
+    Fulfilment(fulfilment::FulfilmentArgs),
     /// Serve the echo reference service until SIGTERM.
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:30159")]
@@ -142,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild(args) => rebuild(args).await,
         Command::CatchUp(args) => catch_up::run(args).await,
         Command::Fanout(args) => fanout::run(args).await,
+        Command::Fulfilment(args) => fulfilment::run(args).await,
         Command::EchoServer { addr } => echo::serve(addr).await,
         Command::Report(args) => report::write(&args),
     }

@@ -465,28 +465,54 @@ impl Store {
     /// Up to `limit` intents, oldest first, with their sagas.
     pub async fn intents(&self, limit: i64) -> Result<Vec<Intent>, StoreError> {
         let rows = sqlx::query!(
-            "SELECT order_id, step, attempt FROM saga_intent ORDER BY created_at LIMIT $1",
+            r#"SELECT i.step AS intent_step, i.attempt AS intent_attempt,
+                      s.order_id, s.customer_id, s.lines::text AS "lines!", s.amount_minor,
+                      s.currency_code, s.phase, s.step, s.attempt, s.pending, s.step_started,
+                      s.wake_at, s.in_flight, s.tracking_number, s.cancel_reason,
+                      s.order_cancelled, s.last_status::text AS "last_status!", s.created_at,
+                      s.updated_at
+               FROM saga_intent i JOIN saga s USING (order_id)
+               ORDER BY i.created_at LIMIT $1"#,
             limit
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut intents = Vec::with_capacity(rows.len());
-        for row in rows {
-            let corrupt = |what: &str| StoreError::Corrupt {
-                order_id: row.order_id,
-                what: what.into(),
-            };
-            let step = Step::named(&row.step).ok_or_else(|| corrupt("intent step"))?;
-            let attempt = u32::try_from(row.attempt).map_err(|_| corrupt("intent attempt"))?;
-            let Some(listed) = self.get(row.order_id).await? else {
-                continue;
-            };
-            intents.push(Intent {
-                call: Call { step, attempt },
-                saga: listed.saga,
-            });
-        }
-        Ok(intents)
+        rows.into_iter()
+            .map(|r| {
+                let corrupt = |what: &str| StoreError::Corrupt {
+                    order_id: r.order_id,
+                    what: what.into(),
+                };
+                let step = Step::named(&r.intent_step).ok_or_else(|| corrupt("intent step"))?;
+                let attempt =
+                    u32::try_from(r.intent_attempt).map_err(|_| corrupt("intent attempt"))?;
+                let listed = Row {
+                    order_id: r.order_id,
+                    customer_id: r.customer_id,
+                    lines: r.lines,
+                    amount_minor: r.amount_minor,
+                    currency_code: r.currency_code,
+                    phase: r.phase,
+                    step: r.step,
+                    attempt: r.attempt,
+                    pending: r.pending,
+                    step_started: r.step_started,
+                    wake_at: r.wake_at,
+                    in_flight: r.in_flight,
+                    tracking_number: r.tracking_number,
+                    cancel_reason: r.cancel_reason,
+                    order_cancelled: r.order_cancelled,
+                    last_status: r.last_status,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                }
+                .into_listed()?;
+                Ok(Intent {
+                    call: Call { step, attempt },
+                    saga: listed.saga,
+                })
+            })
+            .collect()
     }
 
     /// Up to `limit` sagas whose wake-up is due at `now`.

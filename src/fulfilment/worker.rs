@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::{
     calls::Services,
-    saga::{Call, Input, Now, OrderFacts, Step},
+    saga::{Call, Input, Now, OrderFacts, Saga, Step},
     store::{Applied, EventSource, Store, StoreError},
 };
 use crate::{
@@ -361,11 +361,10 @@ impl Worker {
                             if !busy.lock().expect("busy lock").insert(key) {
                                 continue;
                             }
-                            let (worker, done, work) = (self.clone(), busy.clone(), work.clone());
+                            let (worker, claims, work) = (self.clone(), busy.clone(), work.clone());
                             let stop = stop.clone();
                             calls.spawn(async move {
-                                worker.make(intent.call, &intent.saga, &stop).await;
-                                done.lock().expect("busy lock").remove(&key);
+                                worker.make(intent.call, intent.saga, &claims, &stop).await;
                                 work.notify_one();
                             });
                             if busy.lock().expect("busy lock").len() >= self.max_calls {
@@ -387,18 +386,40 @@ impl Worker {
         Ok(())
     }
 
-    /// Makes `call` for `saga` and stores its answer.
-    async fn make(&self, call: Call, saga: &super::saga::Saga, stop: &CancellationToken) {
-        self.crash_at(false, call.step);
-        let outcome = self.services.call(call.step, saga).await;
-        self.crash_at(true, call.step);
+    /// Makes `call` for `saga` (claimed in `busy`) and stores its answer;
+    /// then makes the call that answer decided, if it claims it first (the
+    /// executor may have read it already), and so on: a saga's steps follow
+    /// one another without a round through the executor.
+    async fn make(
+        &self,
+        mut call: Call,
+        mut saga: Saga,
+        busy: &Mutex<HashSet<(Uuid, Call)>>,
+        stop: &CancellationToken,
+    ) {
         let order_id = saga.order.order_id;
-        let applied = self
-            .with_retry(stop, || {
-                self.store.answer(order_id, call, outcome.clone(), now())
-            })
-            .await;
-        tracing::debug!(%order_id, step = call.step.name(), attempt = call.attempt, ?outcome, ?applied, "call answered");
+        loop {
+            self.crash_at(false, call.step);
+            let outcome = self.services.call(call.step, &saga).await;
+            self.crash_at(true, call.step);
+            let applied = self
+                .with_retry(stop, || {
+                    self.store.answer(order_id, call, outcome.clone(), now())
+                })
+                .await;
+            tracing::debug!(%order_id, step = call.step.name(), attempt = call.attempt, ?outcome, ?applied, "call answered");
+            busy.lock().expect("busy lock").remove(&(order_id, call));
+            let Some(Applied::Changed(decision)) = applied else {
+                return;
+            };
+            let Some(&next) = decision.calls.first() else {
+                return;
+            };
+            if !busy.lock().expect("busy lock").insert((order_id, next)) {
+                return;
+            }
+            (call, saga) = (next, decision.saga);
+        }
     }
 
     fn crash_at(&self, after_call: bool, step: Step) {

@@ -1,6 +1,7 @@
 //! The command side: PlaceOrder against pgbench, group commit on and off,
-//! the lifecycle, and the open-loop sweeps of PlaceOrder latency and
-//! read-your-writes lag with their plots.
+//! the lifecycle, the open-loop sweeps of PlaceOrder latency and
+//! read-your-writes lag with their plots, and the fulfilment saga next to
+//! PlaceOrder.
 
 use std::fmt::Write as _;
 
@@ -94,6 +95,59 @@ pub fn write(w: &mut String, run: &Value) -> anyhow::Result<()> {
             errors(o)
         )?;
     }
+    Ok(())
+}
+
+/// The fulfilment saga next to PlaceOrder and the lifecycle at the same
+/// number of clients, in the same run.
+pub fn write_fulfilment(w: &mut String, run: &Value) -> anyhow::Result<()> {
+    let runs = entries(run, "fulfilment");
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "## Fulfilment\n")?;
+    writeln!(
+        w,
+        "Closed loop, N clients each with one order in flight: place an order of one unit of a \
+         stocked product, watch it, confirm it, and wait until the query server shows it \
+         SHIPPED. In between, order-fulfilment reads the confirmation from the topic, reads the \
+         order from OrderQueries and calls ReserveStock, AuthorizePayment, DispatchReservation \
+         and ShipOrder (then CapturePayment), each answer stored before the next call; the \
+         shipment then goes through the outbox, Kafka and the projector. Latency is from \
+         ConfirmOrder's ack to SHIPPED read. The references are PlaceOrder and the lifecycle \
+         (place, add a line, confirm, ship, all by the client) at the same N in the same run.\n"
+    )?;
+    writeln!(
+        w,
+        "| clients | shipped/s | p50 ms | p99 ms | errors | PlaceOrder/s | ratio | lifecycle/s | ratio |\n|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for e in runs {
+        let o = &e["orders"];
+        let clients = f(e, "clients");
+        let at = |kind: &str| {
+            entries(run, kind)
+                .into_iter()
+                .find(|p| {
+                    f(p, "clients") == clients && (kind != "place" || f(p, "max_batch") > 1.0)
+                })
+                .map_or(f64::NAN, |p| f(&p["orders"], "throughput_per_s"))
+        };
+        let (rate, place, lifecycle) = (f(o, "throughput_per_s"), at("place"), at("lifecycle"));
+        writeln!(
+            w,
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {} | {:.0} | {} |",
+            e["clients"],
+            rate,
+            f(o, "latency_ms.p50"),
+            f(o, "latency_ms.p99"),
+            errors(o),
+            place,
+            ratio(rate, place),
+            lifecycle,
+            ratio(rate, lifecycle),
+        )?;
+    }
+    writeln!(w)?;
     Ok(())
 }
 

@@ -122,6 +122,7 @@ pub fn write(args: &ReportArgs) -> anyhow::Result<()> {
     }
     command::write(w, &run)?;
     command::write_sweeps(w, &run, &plots)?;
+    command::write_fulfilment(w, &run)?;
     projector::write_phases(w, &run)?;
     reads::write(w, &run)?;
     reads::write_fanout(w, &run)?;
