@@ -27,5 +27,5 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home orders
 COPY --from=build /out/ /usr/local/bin/
 USER orders
-EXPOSE 50051 50052 50053 50054
+EXPOSE 50051 50052 50053 50054 50055
 CMD ["order-command"]

@@ -7,7 +7,7 @@ set -euo pipefail
 KAFKA_HOME=${KAFKA_HOME:-/opt/kafka}
 BOOTSTRAP=kafka:19092
 TOPIC_PREFIXES=(--topic orders. --topic it. --topic bench.)
-GROUP_PREFIXES=(--group order-query --group it_ --group bench-)
+GROUP_PREFIXES=(--group order-query --group order-fulfilment --group it_ --group bench-)
 
 [[ -s /orders/credentials/admin ]] || { echo "kafka-init: no admin password in /orders/credentials: run scripts/dev kafka-credentials" >&2; exit 1; }
 umask 077

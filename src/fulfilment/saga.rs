@@ -6,17 +6,18 @@
 //!
 //! The steps, forward: ReserveStock → AuthorizePayment → DispatchReservation
 //! → ShipOrder → CapturePayment. ShipOrder is the point of no return: once it
-//! is applied the saga only moves forward. Before it, a refusal, a step that
-//! stays unavailable past its deadline, a customer's cancellation or an
-//! operator's cancel compensates in reverse (VoidPayment, ReleaseReservation)
-//! and, unless the customer cancelled, cancels the order with the reason.
+//! is applied the saga only moves forward. Before it, a refusal, a reserve or
+//! authorize that stays unavailable past its deadline, a customer's
+//! cancellation or an operator's cancel (only before the dispatch is called)
+//! compensates in reverse (VoidPayment, ReleaseReservation) and, unless the
+//! customer cancelled, cancels the order with the reason.
 //!
 //! Every call of a step uses one idempotency key for all its attempts, so a
 //! retry after a timeout settles the first attempt's outcome instead of
 //! guessing it. A transient failure is retried with exponential backoff and
 //! jitter; an answer or a wake-up for a step or attempt the saga has left is
-//! ignored. Compensations, ShipOrder and CapturePayment are retried until
-//! they are answered: they have no deadline to give up at.
+//! ignored. Compensations, DispatchReservation, ShipOrder and CapturePayment
+//! are retried until they are answered: they have no deadline to give up at.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -101,8 +102,10 @@ impl Step {
     }
 
     /// Whether the step gives up at its deadline (and the saga compensates).
+    /// A dispatch does not: goods that may have left cannot be released, so
+    /// its outcome is learnt by asking again until it is answered.
     pub fn may_give_up(self) -> bool {
-        matches!(self, Self::Reserve | Self::Authorize | Self::Dispatch)
+        matches!(self, Self::Reserve | Self::Authorize)
     }
 
     /// The forward step after this one.
@@ -352,9 +355,14 @@ pub fn decide(
             Ok(next.call_again(now))
         }
         Input::Cancel => match saga.phase {
-            Phase::Forward if saga.step < Step::Capture => {
+            Phase::Forward if saga.step < Step::Dispatch => {
                 Ok(next.compensate(now, "cancelled by an operator".into()))
             }
+            Phase::Forward if saga.step < Step::Capture => Err(Refusal::NotAllowed(
+                "the reservation may be dispatched and the order shipped: its fulfilment only \
+                 moves forward"
+                    .into(),
+            )),
             Phase::Forward => Err(Refusal::NotAllowed(
                 "the order is shipped: its fulfilment only moves forward".into(),
             )),

@@ -112,7 +112,7 @@ pub struct FulfilmentSettings {
         env = "ORDERS_FULFILMENT_TLS_CLIENT_KEY_FILE"
     )]
     pub tls_client_key_file: Option<PathBuf>,
-    /// How long a step before the dispatch is retried before the saga compensates.
+    /// How long a reserve or an authorize is retried before the saga compensates.
     #[arg(
         long = "step-deadline-ms",
         env = "ORDERS_FULFILMENT_STEP_DEADLINE_MS",

@@ -169,14 +169,25 @@ impl Worker {
         let Some(stored) = stored else {
             return Ok(());
         };
+        // A partition with no stored position starts at its first or its
+        // next event, stored at once: a restart resumes there, missing
+        // nothing published while the process was down.
         let mut assignment = TopicPartitionList::new();
-        for &partition in partitions.keys() {
-            let offset = match (stored.get(&partition), self.start_at) {
-                (Some(&next), _) => Offset::Offset(next),
-                (None, StartAt::Earliest) => Offset::Beginning,
-                (None, StartAt::Latest) => Offset::End,
+        for (&partition, &(low, high)) in &partitions {
+            let next = match (stored.get(&partition), self.start_at) {
+                (Some(&next), _) => next,
+                (None, StartAt::Earliest) => low,
+                (None, StartAt::Latest) => high,
             };
-            assignment.add_partition_offset(&topic, partition, offset)?;
+            if !stored.contains_key(&partition)
+                && self
+                    .with_retry(&stop, || self.store.advance(&topic, partition, next))
+                    .await
+                    .is_none()
+            {
+                return Ok(());
+            }
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(next))?;
         }
         consumer.assign(&assignment)?;
         tracing::info!(

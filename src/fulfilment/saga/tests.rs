@@ -396,6 +396,28 @@ fn after_ship_the_saga_only_moves_forward() {
 }
 
 #[test]
+fn an_operator_cannot_cancel_once_the_dispatch_is_called() {
+    let authorized = forward_through(Step::Authorize);
+    let why = given(&authorized)
+        .when(9.0, Input::Cancel)
+        .then_not_allowed();
+    assert!(why.contains("dispatched"), "{why}");
+    let why = given(&forward_through(Step::Dispatch))
+        .when(9.0, Input::Cancel)
+        .then_not_allowed();
+    assert!(why.contains("only moves forward"), "{why}");
+}
+
+#[test]
+fn an_unavailable_dispatch_is_retried_past_any_deadline() {
+    let saga = given(&forward_through(Step::Authorize))
+        .when(900.0, answer(Step::Dispatch, 1, unavailable()))
+        .then_calls(&[]);
+    assert_eq!((saga.phase, saga.step), (Phase::Forward, Step::Dispatch));
+    assert!(saga.wake_at.is_some());
+}
+
+#[test]
 fn a_refused_ship_compensates_everything() {
     let dispatched = forward_through(Step::Dispatch);
     let saga = given(&dispatched)
