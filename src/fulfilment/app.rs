@@ -201,7 +201,7 @@ impl Application {
 /// worker stops the process (`stop` is cancelled).
 async fn lead(pool: PgPool, worker: Worker, stop: CancellationToken) -> Result<(), String> {
     let mut waiting_logged = false;
-    let _lock: PoolConnection<Postgres> = loop {
+    let mut lock: PoolConnection<Postgres> = loop {
         let attempt = async {
             let mut connection = pool.acquire().await?;
             let locked = sqlx::query_scalar!(
@@ -227,10 +227,47 @@ async fn lead(pool: PgPool, worker: Worker, stop: CancellationToken) -> Result<(
         }
     };
     tracing::info!("order-fulfilment leads: running the sagas");
-    let ran = worker.run(stop.clone()).await;
+    let running = worker.run(stop.clone());
+    tokio::pin!(running);
+    let ran = tokio::select! {
+        ran = &mut running => ran.map_err(|error| {
+            tracing::error!(%error, "the fulfilment worker failed");
+            error.to_string()
+        }),
+        () = lock_lost(&mut lock, &stop) => {
+            // A standby may take the lock now: this worker must not go on.
+            tracing::error!("the leader lock's connection failed: stopping the worker");
+            stop.cancel();
+            let _ = running.await;
+            Err("the fulfilment leader lock was lost".to_owned())
+        }
+    };
     stop.cancel();
-    ran.map_err(|error| {
-        tracing::error!(%error, "the fulfilment worker failed");
-        error.to_string()
-    })
+    ran
+}
+
+/// How often the leader lock's connection is checked.
+const LOCK_CHECK: Duration = Duration::from_secs(5);
+
+/// Resolves when the connection holding the leader lock stops answering (the
+/// lock may then be another process's); pends until `stop` otherwise.
+async fn lock_lost(lock: &mut PoolConnection<Postgres>, stop: &CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return std::future::pending().await,
+            () = tokio::time::sleep(LOCK_CHECK) => {}
+        }
+        let ping = sqlx::query!("SELECT 1 AS ping").fetch_one(&mut **lock);
+        match tokio::time::timeout(LOCK_CHECK, ping).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the leader lock's connection failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("the leader lock's connection did not answer in time");
+                return;
+            }
+        }
+    }
 }

@@ -63,3 +63,42 @@ async fn killed_at_every_step_boundary_each_effect_is_applied_once() {
     last.kill().await.unwrap();
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_leader_lock_connection_dies_stops() {
+    let stack = SagaStack::start("ful_lock").await;
+    let app = orders::fulfilment::app::Application::build(stack.settings())
+        .await
+        .expect("build order-fulfilment");
+    let running = tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let pool = stack.store.pool().clone();
+    let holder = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    crate::support::wait_until(super::FINISHED, "the leader lock taken", || async {
+        holder().await.is_some()
+    })
+    .await;
+    let pid = holder().await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("order-fulfilment stops once its lock's connection is gone")
+        .unwrap();
+    let error = ended.expect_err("it stops with an error");
+    assert!(error.to_string().contains("leader lock"), "{error}");
+    stack.stop().await;
+}
