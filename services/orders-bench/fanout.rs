@@ -20,9 +20,11 @@ use orders::{
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
-use crate::load::{RssSampler, percentiles};
+use crate::{
+    load::{RssSampler, percentiles},
+    scenario::channel,
+};
 
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
@@ -47,13 +49,6 @@ pub struct FanoutArgs {
     /// Sample the RSS of this process during the run: NAME=PID (repeatable).
     #[arg(long = "watch-pid", value_parser = crate::parse_watch)]
     watch: Vec<(String, u32)>,
-}
-
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connect to {addr}"))
 }
 
 /// What the rounds measured, in microseconds.

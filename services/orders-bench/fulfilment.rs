@@ -27,9 +27,8 @@ use orders::{
     },
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
-use crate::load::percentiles;
+use crate::{load::percentiles, scenario::channel};
 
 #[derive(Debug, Args)]
 pub struct FulfilmentArgs {
@@ -54,13 +53,6 @@ pub struct FulfilmentArgs {
 }
 
 const PRODUCT: &str = "sku-bench-fulfilment";
-
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connect to {addr}"))
-}
 
 type Commands = OrderCommandsClient<AuthedChannel>;
 type Queries = OrderQueriesClient<AuthedChannel>;

@@ -64,7 +64,8 @@ pub struct Clients {
     seeded: Vec<(String, String)>,
 }
 
-async fn channel(addr: &str) -> anyhow::Result<Channel> {
+/// A connected plaintext channel to `addr` (`host:port`).
+pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await

@@ -7,13 +7,17 @@ use rdkafka::{Message, message::Headers};
 
 use orders::{
     auth,
-    fulfilment::{
-        app::Application as FulfilmentApp, settings::FulfilmentSettings, worker::StartAt,
-    },
+    fulfilment::{app::Application as FulfilmentApp, settings::FulfilmentSettings},
     query::app::Application as QueryApp,
 };
 
-use crate::{command::TestCommand, inventory::TestInventory, payments::TestPayments, support};
+use crate::{
+    command::TestCommand,
+    fulfilment::{Peers, settings_over},
+    inventory::TestInventory,
+    payments::TestPayments,
+    support,
+};
 
 /// The fulfilment saga's servers, started when the README reaches them: the
 /// order examples before that confirm an order by hand and ship it.
@@ -29,33 +33,23 @@ impl Saga {
     async fn start(cmd: &TestCommand, query_port: u16) -> Self {
         let inventory = TestInventory::start().await;
         let payments = TestPayments::start().await;
-        let token = std::env::temp_dir().join(format!("{}.token", support::unique("readme")));
-        std::fs::write(&token, support::token(&EVERY_SCOPE, None)).unwrap();
+        let peers = Peers {
+            inventory: inventory.port,
+            payments: payments.port,
+            command: cmd.port,
+            query: query_port,
+        };
+        let database_url = support::fresh_database("readme_f").await;
         let settings = FulfilmentSettings {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: orders::secret::DatabaseUrl::new(
-                support::fresh_database("readme_f").await,
-            ),
-            server: orders::config::ServerSettings {
-                allow_superuser: true,
-                auth: support::auth_settings(),
-                ..Default::default()
-            },
-            metrics_addr: orders::metrics::MetricsAddr(None),
-            kafka: support::kafka_as(&cmd.kafka, support::KafkaUser::Query),
-            start_at: StartAt::Earliest,
-            inventory_addr: format!("127.0.0.1:{}", inventory.port),
-            payments_addr: format!("127.0.0.1:{}", payments.port),
-            command_addr: format!("127.0.0.1:{}", cmd.port),
-            query_addr: format!("127.0.0.1:{query_port}"),
-            token_file: Some(token),
-            tls_ca_file: None,
-            tls_client_cert_file: None,
-            tls_client_key_file: None,
-            step_deadline_ms: 30_000,
             call_timeout_ms: 5_000,
             max_calls: 16,
-            crash_at: None,
+            ..settings_over(
+                &database_url,
+                &cmd.kafka,
+                &peers,
+                &EVERY_SCOPE,
+                Duration::from_secs(30),
+            )
         };
         let app = FulfilmentApp::build(settings)
             .await

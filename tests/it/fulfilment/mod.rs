@@ -37,20 +37,70 @@ use crate::{
 /// Generous bound for a saga to finish in tests.
 pub const FINISHED: Duration = Duration::from_secs(60);
 
+/// The scopes of every service the saga calls.
+pub const SERVICE_SCOPES: [&str; 6] = [
+    auth::SCOPE_READ,
+    auth::SCOPE_WRITE,
+    auth::SCOPE_INVENTORY_READ,
+    auth::SCOPE_INVENTORY_WRITE,
+    auth::SCOPE_PAYMENTS_READ,
+    auth::SCOPE_PAYMENTS_WRITE,
+];
+
 /// A token for every service the saga calls.
 pub fn service_token() -> BearerToken {
-    BearerToken::new(&support::token(
-        &[
-            auth::SCOPE_READ,
-            auth::SCOPE_WRITE,
-            auth::SCOPE_INVENTORY_READ,
-            auth::SCOPE_INVENTORY_WRITE,
-            auth::SCOPE_PAYMENTS_READ,
-            auth::SCOPE_PAYMENTS_WRITE,
-        ],
-        None,
-    ))
-    .expect("ascii token")
+    BearerToken::new(&support::token(&SERVICE_SCOPES, None)).expect("ascii token")
+}
+
+/// A file holding a token with `scopes`.
+pub fn token_file(scopes: &[&str]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.token", support::unique("ful")));
+    std::fs::write(&path, support::token(scopes, None)).unwrap();
+    path
+}
+
+/// The servers an `order-fulfilment` under test calls, by port.
+pub struct Peers {
+    pub inventory: u16,
+    pub payments: u16,
+    pub command: u16,
+    pub query: u16,
+}
+
+/// `order-fulfilment`'s settings for tests: its admin server on any free port
+/// over `database_url`, reading `kafka`'s topic as the query user from its
+/// start, calling `peers` with a token for `scopes`.
+pub fn settings_over(
+    database_url: &str,
+    kafka: &orders::config::KafkaSettings,
+    peers: &Peers,
+    scopes: &[&str],
+    step_deadline: Duration,
+) -> FulfilmentSettings {
+    FulfilmentSettings {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: orders::secret::DatabaseUrl::new(database_url),
+        server: orders::config::ServerSettings {
+            allow_superuser: true,
+            auth: support::auth_settings(),
+            ..Default::default()
+        },
+        metrics_addr: orders::metrics::MetricsAddr(None),
+        kafka: support::kafka_as(kafka, support::KafkaUser::Query),
+        start_at: StartAt::Earliest,
+        inventory_addr: format!("127.0.0.1:{}", peers.inventory),
+        payments_addr: format!("127.0.0.1:{}", peers.payments),
+        command_addr: format!("127.0.0.1:{}", peers.command),
+        query_addr: format!("127.0.0.1:{}", peers.query),
+        token_file: Some(token_file(scopes)),
+        tls_ca_file: None,
+        tls_client_cert_file: None,
+        tls_client_key_file: None,
+        step_deadline_ms: step_deadline.as_millis() as u64,
+        call_timeout_ms: 2_000,
+        max_calls: 64,
+        crash_at: None,
+    }
 }
 
 async fn channel(port: u16) -> Channel {
@@ -147,51 +197,21 @@ impl SagaStack {
         self.worker = Some((stop, task));
     }
 
-    /// A file holding a token for every service the saga calls.
-    pub fn token_file(&self) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("{}.token", support::unique("ful")));
-        let token = support::token(
-            &[
-                auth::SCOPE_READ,
-                auth::SCOPE_WRITE,
-                auth::SCOPE_INVENTORY_READ,
-                auth::SCOPE_INVENTORY_WRITE,
-                auth::SCOPE_PAYMENTS_READ,
-                auth::SCOPE_PAYMENTS_WRITE,
-            ],
-            None,
-        );
-        std::fs::write(&path, token).unwrap();
-        path
-    }
-
     /// `order-fulfilment`'s settings over this stack, its admin server on any free port.
     pub fn settings(&self) -> FulfilmentSettings {
-        let server = orders::config::ServerSettings {
-            allow_superuser: true,
-            auth: support::auth_settings(),
-            ..Default::default()
+        let peers = Peers {
+            inventory: self.inventory.port,
+            payments: self.payments.port,
+            command: self.command.port,
+            query: self.query.port,
         };
-        FulfilmentSettings {
-            listen_addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: orders::secret::DatabaseUrl::new(self.database_url.clone()),
-            server,
-            metrics_addr: orders::metrics::MetricsAddr(None),
-            kafka: support::kafka_as(&self.system.kafka, support::KafkaUser::Query),
-            start_at: StartAt::Earliest,
-            inventory_addr: format!("127.0.0.1:{}", self.inventory.port),
-            payments_addr: format!("127.0.0.1:{}", self.payments.port),
-            command_addr: format!("127.0.0.1:{}", self.command.port),
-            query_addr: format!("127.0.0.1:{}", self.query.port),
-            token_file: Some(self.token_file()),
-            tls_ca_file: None,
-            tls_client_cert_file: None,
-            tls_client_key_file: None,
-            step_deadline_ms: self.timings.step_deadline.as_millis() as u64,
-            call_timeout_ms: 2_000,
-            max_calls: 64,
-            crash_at: None,
-        }
+        settings_over(
+            &self.database_url,
+            &self.system.kafka,
+            &peers,
+            &SERVICE_SCOPES,
+            self.timings.step_deadline,
+        )
     }
 
     /// The real `order-fulfilment` binary over this stack, killed on drop;
